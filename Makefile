@@ -1,0 +1,31 @@
+# chatroom: `make run` starts the server, `make test` runs every test. Both build the virtualenv
+# (.venv, from requirements.txt) on first use, so a fresh machine needs only python3 and make.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: run test soak bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+run: venv
+	$(PY) bin/chat-server $(ARGS)
+
+test: venv
+	$(PY) -m pytest -m "not soak" $(ARGS)
+
+soak: venv
+	$(PY) -m pytest -m soak $(ARGS)
+
+bench: venv
+	$(PY) benchmarks/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
