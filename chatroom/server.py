@@ -62,6 +62,9 @@ DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 #: Bytes asked of the kernel per recv: big reads let one wake-up frame many lines at once.
 RECV_SIZE = 65536
+#: Bytes joined from an outbox for one send. Joining a client's whole backlog at once would copy
+#: megabytes the kernel cannot take yet (its socket buffer is a few hundred KiB at most).
+SEND_CHUNK = 256 * 1024
 #: Pool slots beyond --max-clients, used only to greet excess connections with
 #: ``BYE server-full``; when these are busy too, new connections wait in the listen backlog.
 REJECT_SLOTS = 64
@@ -272,9 +275,10 @@ class ChatServer(StreamServer):
         self._discard(client)
 
     def _evicted(self, client, reason):
-        """Registry hook: ``client`` was evicted (over its outbox limit). Close it without waiting."""
+        """Registry hook: ``client`` was evicted (too far behind). Close it without waiting."""
         log.warning("Dropped %s: %s (%d bytes queued)", client.id, reason, client.queued)
-        self._send_last_words(client.sock, protocol.format_bye(reason))
+        if not client.pending:  # only at a line boundary, or the BYE would end someone's line
+            self._send_last_words(client.sock, protocol.format_bye(reason))
         self._discard(client)
         handler = self.clients.get(client)
         if handler is not None and handler is not gevent.getcurrent():
@@ -322,54 +326,55 @@ class ChatServer(StreamServer):
 
     def _send_some(self, client):
         """Send what the kernel takes now; start a writer for the rest. Never waits."""
-        box = client.outbox
-        data = box[0] if len(box) == 1 else b"".join(box)
-        box.clear()
-        try:
-            sent = client.sock.send(data, 0, 0.0)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            client.queued = 0
-            client.soft_since = None
-            return
-        client.pending = memoryview(data)[sent:]
-        client.queued -= sent
-        client.writer = gevent.spawn(self._write_loop, client)
+        sock = client.sock
+        while True:
+            data = _take(client)
+            try:
+                sent = sock.send(data, 0, 0.0)
+            except BlockingIOError:
+                sent = 0
+            client.queued -= sent
+            if sent < len(data):
+                client.pending = memoryview(data)[sent:]
+                client.writer = gevent.spawn(self._write_loop, client)
+                return
+            if not client.outbox:
+                client.soft_since = None
+                return
 
     def _write_loop(self, client):
         """A client's socket is full: wait until it drains, send, repeat until nothing is queued."""
         sock = client.sock
         fileno = sock.fileno()
-        soft = self.registry.soft_limit
+        registry = self.registry
+        soft = registry.soft_limit
         try:
             while True:
                 wait_write(fileno, timeout=self.send_timeout, timeout_exc=_SendTimeout)
-                data = client.pending
-                try:
-                    sent = sock.send(data, 0, 0.0)
-                except BlockingIOError:
-                    sent = 0
-                client.queued -= sent
-                if sent < len(data):
+                while True:  # send until the kernel is full again or nothing is left
+                    data = client.pending
+                    if not data:
+                        if not client.outbox:
+                            client.pending = None
+                            client.soft_since = None
+                            return
+                        data = memoryview(_take(client))
+                    try:
+                        sent = sock.send(data, 0, 0.0)
+                    except BlockingIOError:
+                        sent = 0
+                    client.queued -= sent
                     client.pending = data[sent:]
-                elif client.outbox:
-                    box = client.outbox
-                    client.pending = memoryview(b"".join(box))
-                    box.clear()
-                else:
-                    client.pending = None
-                    client.soft_since = None
-                    return
+                    if sent < len(data):
+                        break
                 if soft and client.soft_since is not None:
                     if client.queued <= soft:
                         client.soft_since = None
-                    elif self.registry.clock() - client.soft_since > self.registry.soft_seconds:
-                        self.registry.evict(client, "slow-consumer")
+                    elif registry.clock() - client.soft_since > registry.soft_seconds:
+                        registry.evict(client, "slow-consumer")
                         return
         except _SendTimeout:
-            log.warning("Dropped %s: send-timeout (%d bytes queued)", client.id, client.queued)
-            self.registry.evict(client, "send-timeout")
+            registry.evict(client, "send-timeout")
         except OSError:
             pass  # the peer went away; the reader finds out and closes
         finally:
@@ -398,6 +403,22 @@ class ChatServer(StreamServer):
         handlers = list(self.clients.values())
         gevent.killall(handlers, block=True, timeout=self.shutdown_timeout + 1)
         self.pool.kill(block=True, timeout=1)
+
+
+def _take(client):
+    """Up to about :data:`SEND_CHUNK` bytes from the front of the outbox, as one buffer."""
+    box = client.outbox
+    if len(box) == 1:
+        return box.pop()
+    if client.queued <= SEND_CHUNK:
+        data = b"".join(box)
+        box.clear()
+        return data
+    # A backlog: take a share of the frames proportional to SEND_CHUNK (no per-frame counting).
+    count = max(1, len(box) * SEND_CHUNK // client.queued)
+    data = b"".join(box[:count])
+    del box[:count]
+    return data
 
 
 class _SendTimeout(Exception):
