@@ -71,7 +71,7 @@ class LineFramer:
     then on until its line end arrives.
     """
 
-    __slots__ = ("max_line", "_partial", "_discarding", "_unterminated", "closed")
+    __slots__ = ("max_line", "_partial", "_discarding", "_discarded_cr", "_unterminated", "closed")
 
     def __init__(self, max_line=DEFAULT_MAX_LINE):
         if max_line < 1:
@@ -79,6 +79,7 @@ class LineFramer:
         self.max_line = max_line
         self._partial = b""  # the start of the current line; never holds a b"\n"
         self._discarding = 0  # > 0: bytes of an overlong line dropped so far
+        self._discarded_cr = False  # the last byte dropped was b"\r" (not counted in a size)
         self._unterminated = 0  # bytes since the last line end (for NO_LINE_END_LIMIT)
         self.closed = False  # set after NoLineEnd: the framer then ignores input
 
@@ -94,38 +95,54 @@ class LineFramer:
         tail = parts.pop()  # the bytes after the last line end: the start of the next line
         out = []
         if parts:
-            # The first part ends the line in progress; only this one needs the state.
+            # The first part ends the line in progress; only this one needs the saved state.
             first = parts[0]
             if self._discarding:
-                out.append(LineTooLong(self._discarding + len(first)))
+                raw = self._discarding + len(first)
+                cr = first.endswith(b"\r") if first else self._discarded_cr
                 self._discarding = 0
-            else:
-                line = self._partial + first if self._partial else first
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                out.append(line if len(line) <= self.max_line else LineTooLong(len(line)))
+                parts[0] = None
+                out.append(self._too_long(raw, raw - cr))
+                if self.closed:
+                    return out
+            elif self._partial:
+                parts[0] = self._partial + first
             self._partial = b""
             max_line = self.max_line
-            for line in parts[1:] if len(parts) > 1 else ():
+            for line in parts:
+                if line is None:
+                    continue
+                raw = len(line)
                 if line.endswith(b"\r"):
                     line = line[:-1]
-                out.append(line if len(line) <= max_line else LineTooLong(len(line)))
+                out.append(line if len(line) <= max_line else self._too_long(raw, len(line)))
+                if self.closed:
+                    return out
             self._unterminated = 0
         self._unterminated += len(tail)
         if self._discarding:
-            self._discarding += len(tail)
+            if tail:
+                self._discarding += len(tail)
+                self._discarded_cr = tail.endswith(b"\r")
         elif tail:
             partial = self._partial + tail if self._partial else tail
             # One byte of slack for a '\r' that may precede the coming '\n'.
             if len(partial) > self.max_line + 1:
                 self._discarding = len(partial)
+                self._discarded_cr = partial.endswith(b"\r")
                 partial = b""
             self._partial = partial
         if self._unterminated > NO_LINE_END_LIMIT:
+            out.append(self._too_long(self._unterminated, self._unterminated))
+        return out
+
+    def _too_long(self, raw, size):
+        """The event for a line of ``raw`` bytes (``size`` without its ``\\r``) over the limit."""
+        if raw > NO_LINE_END_LIMIT:
             self.closed = True
             self._partial = b""
-            out.append(NoLineEnd(self._unterminated))
-        return out
+            return NoLineEnd(raw)
+        return LineTooLong(size)
 
     def eof(self):
         """The stream ended; returns the bytes of a final line cut off mid-way (dropped, not run)."""
