@@ -1,0 +1,106 @@
+"""bin/chat-load end to end: small runs against a real bin/chat-server, checked through --json.
+
+No timing assertions: these prove the tool connects, counts, checks and reports correctly; how
+fast things go is for ``make bench``.
+"""
+
+import json
+import subprocess
+import sys
+
+from conftest import BIN, ROOT
+
+#: Seconds one load run may take before the test fails (runs here take about a second).
+RUN_TIMEOUT = 60
+
+
+def chat_load(*args):
+    """Run ``bin/chat-load ARGS``; returns the completed process (stdout and stderr as text)."""
+    cmd = [sys.executable, str(BIN / "chat-load"), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=ROOT,
+                          stdin=subprocess.DEVNULL)
+
+
+def load_json(*args):
+    done = chat_load(*args, "--json")
+    assert done.returncode == 0, done.stderr + done.stdout
+    return json.loads(done.stdout)
+
+
+def assert_clean(r, receivers, senders, per_sender):
+    """Everything sent arrived once, in order, at every receiver and at every other sender."""
+    total = senders * per_sender
+    assert r["sent"] == total
+    assert r["expected"] == receivers * total + senders * total - total
+    assert r["delivered"] == r["expected"]
+    assert (r["lost"], r["duplicates"], r["out_of_order"], r["disconnected"]) == (0, 0, 0, 0)
+    lat = r["latency_ms"]
+    assert lat["samples"] > 0
+    assert 0 <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert r["delivered_per_sec"] > 0 and r["elapsed_seconds"] > 0
+
+
+def test_every_line_arrives_once_in_order_with_a_spawned_server():
+    r = load_json("--spawn-server", "--receivers", 45, "--senders", 5, "--messages", 400,
+                  "--check", "all")
+    assert_clean(r, 45, 5, 400)
+    assert r["clients"]["checked"] == 50
+    assert r["latency_ms"]["samples"] == r["delivered"]
+    rss = r["server_rss_kib"]
+    assert rss["baseline"] > 0 and rss["peak"] >= rss["connected"] > 0
+    assert r["server_dropped"] == 0
+
+
+def test_counting_receivers_against_a_running_server(start_server):
+    server = start_server("--flood-rate", "0")
+    r = load_json("--port", server.port, "--server-pid", server.pid, "--receivers", 45,
+                  "--senders", 5, "--messages", 400, "--check", 3)
+    assert_clean(r, 45, 5, 400)
+    assert r["clients"]["checked"] == 3 + 5
+    assert r["server_rss_kib"]["connected"] > 0
+    assert server.count(r"Connection has been established") == 50
+
+
+def test_two_processes_split_the_clients():
+    r = load_json("--spawn-server", "--receivers", 45, "--senders", 5, "--messages", 400,
+                  "--procs", 2, "--check", "all")
+    assert r["procs"] == 2
+    assert_clean(r, 45, 5, 400)
+    assert r["clients"]["checked"] == 50
+
+
+def test_idle_clients_stay_connected_and_hear_nothing(start_server):
+    server = start_server("--flood-rate", "0")
+    r = load_json("--port", server.port, "--receivers", 10, "--senders", 2, "--messages", 100,
+                  "--idle", 20, "--source-addrs", 3)
+    assert_clean(r, 10, 2, 100)
+    assert r["clients"]["idle"] == 20 and r["clients"]["total"] == 32
+    assert server.count(r"Connection has been established with 127\.0\.0\.3:") > 0
+    assert r["idle_alive"] == 20 and r["idle_heard"] == 0
+    assert server.count(r"Dropped ") == 0
+
+
+def test_stalled_receiver_is_dropped_and_the_others_get_everything():
+    r = load_json("--spawn-server", "--receivers", 10, "--senders", 1, "--messages", 20000,
+                  "--size", 1000, "--stalled", 1)
+    assert_clean(r, 10, 1, 20000)
+    assert r["stalled_dropped"] == 1
+    assert r["server_dropped"] == 1
+
+
+def test_summary_at_a_steady_rate():
+    done = chat_load("--spawn-server", "--receivers", 5, "--senders", 2, "--messages", 20,
+                     "--rate", 200)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "delivered   240 of 240" in out
+    assert "lost 0, duplicates 0, out of order 0, disconnected 0" in out
+    assert "p99" in out and "server RSS" in out
+
+
+def test_setup_failure_is_reported():
+    from conftest import free_port
+
+    done = chat_load("--port", free_port(), "--receivers", 2, "--senders", 1)
+    assert done.returncode == 2
+    assert "failed to connect" in done.stderr
