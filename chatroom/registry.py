@@ -36,7 +36,8 @@ DEFAULT_PRESENCE_LIMIT = 200
 class Member:
     """One connected client as the registry sees it. The server subclasses it to add its socket."""
 
-    __slots__ = ("id", "nick", "name", "room", "outbox", "queued", "soft_since", "gone", "__weakref__")
+    __slots__ = ("id", "nick", "name", "room", "outbox", "queued", "blocked", "soft_since", "gone",
+                 "__weakref__")
 
     def __init__(self, member_id):
         self.id = member_id  #: ``addr:port``, fixed for the connection's life
@@ -45,6 +46,7 @@ class Member:
         self.room = None  #: the :class:`Room` the member is in
         self.outbox = []  #: bytes objects waiting to be sent, oldest first
         self.queued = 0  #: bytes waiting to be sent: the outbox plus what the writer holds
+        self.blocked = False  #: set by the owner while the member's socket takes no more bytes
         self.soft_since = None  #: when ``queued`` went over the soft limit, or None
         self.gone = None  #: the reason it left, once it has
 
@@ -151,7 +153,8 @@ class Registry:
     def tell(self, member, who, text):
         target = self.find(who)
         if target is None:
-            raise protocol.ProtocolError("no-such-nick", f"nobody is called '{who}'")
+            shown = protocol.check_printable(who[:64])
+            raise protocol.ProtocolError("no-such-nick", f"nobody is called '{shown}'")
         self.send(target, protocol.format_tell(member.name, text))
 
     def who(self, member):
@@ -226,11 +229,20 @@ class Registry:
             if m.gone is not None or self.ids.get(m.id) is not m:
                 continue
             if m.queued > self.outbox_limit:
-                self.evict(m, "slow-consumer")
+                # A member whose socket still takes bytes is not slow, only handed a burst
+                # (one read of a paste can queue more than a small limit): its owner checks
+                # again after sending (check_backlog). One that is blocked is out at once.
+                if m.blocked:
+                    self.evict(m, "slow-consumer")
             elif m.soft_since is None:
                 m.soft_since = now
             elif now - m.soft_since > self.soft_seconds:
                 self.evict(m, "slow-consumer")
+
+    def check_backlog(self, member):
+        """The owner sent what the socket would take; evict ``member`` if the rest is over the limit."""
+        if member.queued > self.outbox_limit and self.ids.get(member.id) is member:
+            self.evict(member, "slow-consumer")
 
     def evict(self, member, reason):
         """Remove ``member`` for ``reason`` and tell the owner to close its connection."""

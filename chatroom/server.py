@@ -23,7 +23,6 @@ import sys
 
 import gevent
 import gevent.event
-from gevent import GreenletExit
 from gevent.pool import Pool
 from gevent.server import StreamServer
 from gevent.socket import wait_write
@@ -60,7 +59,9 @@ DEFAULT_PING_TIMEOUT = 30.0
 #: Default seconds a shutdown waits for clients to take their last bytes before closing anyway.
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
-#: Bytes asked of the kernel per recv: big reads let one wake-up frame many lines at once.
+#: Most bytes asked of the kernel per recv: big reads let one wake-up frame many lines at once.
+#: Capped at an eighth of the outbox limit, as one read's lines fan out to every recipient's
+#: outbox before the next flush (a MSG line is at most a few times its SEND line).
 RECV_SIZE = 65536
 #: Bytes joined from an outbox for one send. Joining a client's whole backlog at once would copy
 #: megabytes the kernel cannot take yet (its socket buffer is a few hundred KiB at most).
@@ -74,6 +75,9 @@ CLOSE_LINGER = 2.0
 RESERVED_FDS = 32
 #: Listen backlog: room for a burst of connects while the accept loop catches up.
 BACKLOG = 1024
+#: Bounds, in seconds, of the idle sweep's period (a quarter of the shortest timeout between).
+SWEEP_MIN = 0.05
+SWEEP_MAX = 1.0
 #: Ejected for flooding once this many lines over the rate are pending (they decay at the rate).
 FLOOD_STRIKES_PER_BURST = 2
 
@@ -81,17 +85,22 @@ FLOOD_STRIKES_PER_BURST = 2
 class Client(Member):
     """A member with a socket: the server's per-connection state."""
 
-    __slots__ = ("sock", "addr", "framer", "writer", "pending", "tokens", "stamp", "strikes")
+    __slots__ = ("sock", "addr", "framer", "watcher", "writer", "pending", "last_seen",
+                 "ping_sent", "closing", "tokens", "stamp", "strikes")
 
-    def __init__(self, member_id, sock, addr, max_line, flood_burst):
+    def __init__(self, member_id, sock, addr, watcher, max_line, flood_burst, now):
         super().__init__(member_id)
         self.sock = sock
         self.addr = addr
         self.framer = protocol.LineFramer(max_line)
+        self.watcher = watcher  #: read watcher, started while no reader greenlet runs
         self.writer = None  #: the writer greenlet, while the socket is full
-        self.pending = None  #: memoryview of bytes joined from the outbox and not yet sent
+        self.pending = None  #: memoryview of bytes taken from the outbox and not yet sent
+        self.last_seen = now  #: loop time of the last bytes received
+        self.ping_sent = 0.0  #: loop time the server sent an unanswered PING, or 0
+        self.closing = False  #: set once, when the connection starts to close
         self.tokens = float(flood_burst)  #: flood bucket: lines that may still be sent now
-        self.stamp = 0.0  #: loop time the bucket was last filled
+        self.stamp = now  #: loop time the bucket was last filled
         self.strikes = 0.0  #: lines dropped for flooding, decaying at the flood rate
 
 
@@ -101,7 +110,14 @@ def format_addr(address):
 
 
 class ChatServer(StreamServer):
-    """A gevent StreamServer whose handler runs one client's read loop."""
+    """A gevent StreamServer that hands each client to the registry and moves its bytes.
+
+    Greenlets exist only while there is work: the accept handler sets a client up and reads what
+    it sent; a read watcher starts a reader greenlet when more arrives, which runs until the
+    socket has nothing left and then parks the watcher again; a writer greenlet runs only while
+    the client's socket is full. An idle client is a socket, a watcher and a :class:`Client`:
+    about 3 KiB instead of the 8 KiB a parked greenlet's saved stack costs.
+    """
 
     #: Tunables, set from the command line; see ``--help`` and the README's limits table.
     max_clients = DEFAULT_MAX_CLIENTS
@@ -122,12 +138,22 @@ class ChatServer(StreamServer):
         self.registry = registry if registry is not None else Registry()
         self.registry.on_ready = self._schedule_flush
         self.registry.on_evict = self._evicted
-        self.clients = {}  # Client -> handler greenlet
+        self.clients = {}  # Client -> None, in connection order
         self.per_ip = {}  # ip -> open connections
         self.stopping = False
         self._flush_scheduled = False
+        self._sweeper = None
+        self._adopted = set()  # sockets handle() kept open past its return (see do_close)
+        self.recv_size = max(4096, min(RECV_SIZE, self.registry.outbox_limit // 8))
+        # The pool bounds handler greenlets (set-up and first read); the client count itself
+        # is enforced in handle(), so that excess connections hear why they are refused.
         super().__init__(listener, self.handle, spawn=Pool(self.max_clients + REJECT_SLOTS),
                          backlog=BACKLOG)
+
+    def start(self):
+        super().start()
+        if self._sweeper is None:
+            self._sweeper = gevent.spawn(self._sweep)
 
     # -- connection lifecycle --------------------------------------------------------------------
 
@@ -147,62 +173,81 @@ class ChatServer(StreamServer):
             sock.close()
             return
         _tune_socket(sock)
-        client = Client(client_id, sock, address, self.max_line, self.flood_burst)
-        self.clients[client] = gevent.getcurrent()
+        sock.settimeout(0.0)  # every read and write is non-blocking; waits are explicit
+        watcher = self.loop.io(sock.fileno(), 1)  # 1: readable
+        client = Client(client_id, sock, address, watcher, self.max_line, self.flood_burst,
+                        self.loop.now())
+        self.clients[client] = None
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         log.info("Connection has been established with %s", client_id)
-        reason = "disconnected"
+        self._adopted.add(sock)
+        self.registry.add(client, protocol.format_hello(client_id))
+        self._read(client)
+
+    def do_close(self, sock, *args):
+        """StreamServer closes a socket when its handler returns; a client's lives on."""
+        if sock in self._adopted:
+            self._adopted.discard(sock)
+        else:
+            sock.close()
+
+    def _on_readable(self, client):
+        """Read watcher callback, in the hub: bytes (or EOF) wait; start a reader greenlet."""
+        client.watcher.stop()
+        gevent.spawn(self._read, client)
+
+    def _read(self, client):
+        """Read and run lines until the socket is empty, then park on the read watcher."""
+        sock = client.sock
+        reason = None
         try:
-            self.registry.add(client, protocol.format_hello(client_id))
-            reason = self._read_loop(client)
-        except GreenletExit:
-            reason = "server-shutdown"
+            while reason is None:
+                try:
+                    data = sock.recv(self.recv_size)
+                except BlockingIOError:
+                    if not client.closing:
+                        client.watcher.start(self._on_readable, client)
+                    return
+                if client.closing:
+                    return
+                if not data:
+                    cut = client.framer.eof()
+                    if cut:
+                        log.info("%s closed mid-line (%d bytes dropped)", client.id, cut)
+                    reason = "disconnected"
+                    break
+                client.last_seen = self.loop.now()
+                client.ping_sent = 0.0
+                reason = self._run_chunk(client, data)
+                if reason is None:
+                    gevent.sleep(0)  # a client with a backlog must not starve the others
+                    if client.closing:
+                        return
         except OSError:
             reason = "disconnected"
-        finally:
-            self._close(client, reason)
+        except Exception:
+            log.exception("error reading from %s", client.id)
+            reason = "server-error"
+        self._close(client, reason)
 
-    def _read_loop(self, client):
-        """Read, frame and run lines until the client leaves; returns the reason it left."""
-        sock = client.sock
-        recv = sock.recv
-        feed = client.framer.feed
+    def _run_chunk(self, client, data):
+        """Frame ``data`` and run its lines; returns a disconnect reason, or None to go on."""
         run = self._run_line
-        sock.settimeout(self.idle_timeout or None)
-        ping_sent = False
-        while client.gone is None:
-            try:
-                data = recv(RECV_SIZE)
-            except socket.timeout:
-                if ping_sent:
-                    return "ping-timeout"
-                ping_sent = True
-                self.registry.send(client, protocol.format_ping(str(int(self.loop.now()))))
-                sock.settimeout(self.ping_timeout)
-                continue
-            if not data:
-                cut = client.framer.eof()
-                if cut:
-                    log.info("%s closed mid-line (%d bytes dropped)", client.id, cut)
-                return "disconnected"
-            if ping_sent:
-                ping_sent = False
-                sock.settimeout(self.idle_timeout or None)
-            for line in feed(data):
-                if type(line) is bytes:
-                    reason = run(client, line)
-                    if reason is not None:
-                        return reason
-                elif isinstance(line, protocol.LineTooLong):
-                    self.registry.send(client, protocol.format_err(
-                        "line-too-long", f"line over {self.max_line} bytes was discarded"))
-                else:
-                    self.registry.send(client, protocol.format_err(
-                        "no-line-end", f"{protocol.NO_LINE_END_LIMIT} bytes without a line end"))
-                    return "no-line-end"
-                if client.gone is not None:
-                    break
-        return client.gone
+        for line in client.framer.feed(data):
+            if type(line) is bytes:
+                reason = run(client, line)
+                if reason is not None:
+                    return reason
+            elif isinstance(line, protocol.LineTooLong):
+                self.registry.send(client, protocol.format_err(
+                    "line-too-long", f"line over {self.max_line} bytes was discarded"))
+            else:
+                self.registry.send(client, protocol.format_err(
+                    "no-line-end", f"{protocol.NO_LINE_END_LIMIT} bytes without a line end"))
+                return "no-line-end"
+            if client.closing:
+                return client.gone or "disconnected"
+        return None
 
     def _run_line(self, client, line):
         """Run one complete line; returns a disconnect reason, or None to go on."""
@@ -254,8 +299,27 @@ class ChatServer(StreamServer):
             "rate-limited", f"over {rate:g} lines/s; line dropped"))
         return "dropped"
 
-    def _close(self, client, reason):
-        """Take ``client`` out of the chat, give it its last bytes and ``BYE``, close its socket."""
+    def _sweep(self):
+        """Once a second or so: PING clients silent for the idle timeout, drop the unanswered."""
+        while True:
+            idle, answer = self.idle_timeout, self.ping_timeout
+            gevent.sleep(max(SWEEP_MIN, min(SWEEP_MAX, (idle or SWEEP_MAX) / 4, answer / 4)))
+            if not idle:
+                continue
+            now = self.loop.now()
+            for client in list(self.clients):
+                if client.ping_sent:
+                    if now - client.ping_sent > answer and not client.closing:
+                        gevent.spawn(self._close, client, "ping-timeout")
+                elif now - client.last_seen > idle:
+                    client.ping_sent = now
+                    self.registry.send(client, protocol.format_ping(str(int(now))))
+
+    def _forget(self, client):
+        """Count ``client`` out of the connection limits; the first call does it, later ones nothing."""
+        if client.closing:
+            return False
+        client.closing = True
         self.clients.pop(client, None)
         ip = client.addr[0]
         left = self.per_ip.get(ip, 1) - 1
@@ -263,26 +327,30 @@ class ChatServer(StreamServer):
             self.per_ip[ip] = left
         else:
             self.per_ip.pop(ip, None)
-        evicted = client.gone is not None and self.registry.ids.get(client.id) is not client
-        if not evicted:
-            bye = "quit" if reason.startswith("quit") else reason
-            self.registry.remove(client, reason, announce=not self.stopping)
-            client.gone = reason
-            if reason != "disconnected":
-                self.registry.send(client, protocol.format_bye(bye))
-                self._drain(client, self.shutdown_timeout if self.stopping else CLOSE_LINGER)
-        log.info("Connection closed with %s (%s)", client.id, client.gone)
+        return True
+
+    def _close(self, client, reason):
+        """Take ``client`` out of the chat, give it its last bytes and ``BYE``, close its socket."""
+        if not self._forget(client):
+            return
+        client.watcher.stop()
+        bye = "quit" if reason.startswith("quit") else reason
+        self.registry.remove(client, reason, announce=not self.stopping)
+        client.gone = reason
+        if reason != "disconnected":
+            self.registry.send(client, protocol.format_bye(bye))
+            self._drain(client, self.shutdown_timeout if self.stopping else CLOSE_LINGER)
+        log.info("Connection closed with %s (%s)", client.id, reason)
         self._discard(client)
 
     def _evicted(self, client, reason):
         """Registry hook: ``client`` was evicted (too far behind). Close it without waiting."""
+        if not self._forget(client):
+            return
         log.warning("Dropped %s: %s (%d bytes queued)", client.id, reason, client.queued)
         if not client.pending:  # only at a line boundary, or the BYE would end someone's line
             self._send_last_words(client.sock, protocol.format_bye(reason))
         self._discard(client)
-        handler = self.clients.get(client)
-        if handler is not None and handler is not gevent.getcurrent():
-            handler.kill(block=False)
 
     def _discard(self, client):
         client.outbox.clear()
@@ -292,6 +360,8 @@ class ChatServer(StreamServer):
         if writer is not None and writer is not gevent.getcurrent():
             writer.kill(block=False)
         client.writer = None
+        client.watcher.stop()
+        client.watcher.close()
         client.sock.close()
 
     @staticmethod
@@ -336,7 +406,9 @@ class ChatServer(StreamServer):
             client.queued -= sent
             if sent < len(data):
                 client.pending = memoryview(data)[sent:]
+                client.blocked = True
                 client.writer = gevent.spawn(self._write_loop, client)
+                self.registry.check_backlog(client)
                 return
             if not client.outbox:
                 client.soft_since = None
@@ -380,6 +452,7 @@ class ChatServer(StreamServer):
         finally:
             if client.writer is gevent.getcurrent():
                 client.writer = None
+                client.blocked = False
 
     def _drain(self, client, timeout):
         """Flush ``client`` now and wait up to ``timeout`` s for its writer to finish."""
@@ -400,8 +473,13 @@ class ChatServer(StreamServer):
         self.stopping = True
         log.info("Shutting down: %d clients", len(self.clients))
         self.close()
-        handlers = list(self.clients.values())
-        gevent.killall(handlers, block=True, timeout=self.shutdown_timeout + 1)
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
+        closers = [gevent.spawn(self._close, c, "server-shutdown") for c in list(self.clients)]
+        gevent.joinall(closers, timeout=self.shutdown_timeout + CLOSE_LINGER)
+        for client in list(self.clients):  # only if a closer was stuck: close regardless
+            self._forget(client)
+            self._discard(client)
         self.pool.kill(block=True, timeout=1)
 
 
