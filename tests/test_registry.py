@@ -338,6 +338,7 @@ def test_full_outbox_evicts_only_that_member():
     reg = Registry(outbox_limit=1000, soft_limit=0)
     hooks = Hooks(reg)
     sender, slow, *fast = make(reg, "s:1", "slow:2", "f:3", "f:4", "f:5")
+    slow.blocked = True  # its socket takes nothing more
     text = "x" * 80
     frame = protocol.format_msg(LOBBY, "s:1", text).decode().rstrip("\n")
     sent = 0
@@ -363,11 +364,28 @@ def test_exactly_at_hard_limit_is_not_evicted():
     reg = Registry(outbox_limit=frame_len * 3, soft_limit=0)
     hooks = Hooks(reg)
     s, m = make(reg, "s:1", "m:2")
+    m.blocked = True
     for _ in range(3):
         reg.say(s, "y" * 10)
     assert m.queued == reg.outbox_limit and hooks.evicted == []
     reg.say(s, "y" * 10)
     assert hooks.evicted == [(m, "slow-consumer")]
+
+
+def test_over_the_limit_while_still_sending_is_judged_after_the_send():
+    """A burst may queue more than the limit to a reader whose socket still takes bytes."""
+    reg = Registry(outbox_limit=300, soft_limit=0)
+    hooks = Hooks(reg)
+    s, burst, behind = make(reg, "s:1", "burst:2", "behind:3")
+    for _ in range(10):
+        reg.say(s, "b" * 50)
+    assert burst.queued > 300 and hooks.evicted == []  # neither socket was known to be full
+    burst.outbox.clear()
+    burst.queued = 0  # the owner sent it all
+    reg.check_backlog(burst)
+    reg.check_backlog(behind)  # the owner's send left more than the limit queued
+    assert hooks.evicted == [(behind, "slow-consumer")]
+    assert burst.gone is None and reg.find("burst:2") is burst
 
 
 def test_soft_limit_with_a_fake_clock():
@@ -434,7 +452,8 @@ def test_several_members_evicted_in_one_broadcast():
     s, *members = make(reg, "s:1", *(f"m:{i}" for i in range(8)))
     readers, sleepers = members[:3], members[3:]
     for m in sleepers:
-        m.queued = 290  # already near the limit
+        m.queued = 290  # already near the limit, and not reading
+        m.blocked = True
     reg.say(s, "tip over")
     assert sorted(m.id for m, _ in hooks.evicted) == sorted(m.id for m in sleepers)
     assert all(reason == "slow-consumer" for _, reason in hooks.evicted)
@@ -461,6 +480,7 @@ def test_evict_hook_that_removes_another_member_is_safe():
 
     reg.on_evict = on_evict
     a.queued = b.queued = 290
+    a.blocked = b.blocked = True
     reg.say(s, "boom")
     assert evicted == [a]  # b was removed by the hook before its own check; not evicted twice
     assert b.gone is None and reg.find("b:3") is None
@@ -483,6 +503,7 @@ def test_evict_hook_that_removes_the_sender_and_whole_room_is_safe():
 
     reg.on_evict = on_evict
     a.queued = 290
+    a.blocked = True
     reg.say(s, "last words")
     assert LOBBY not in reg.rooms
     assert list(reg.ids) == ["o:4"]
@@ -499,6 +520,7 @@ def test_broadcast_all_with_evictions_across_rooms():
     for m in (a, b, c, d):
         lines(m)
     b.queued = c.queued = 95
+    b.blocked = c.blocked = True
     reg.broadcast_all(b"NOTICE something\n")
     assert {m.id for m, _ in hooks.evicted} == {"b:2", "c:3"}
     assert lines(a)[0] == "NOTICE something"
