@@ -177,17 +177,18 @@ def fit_tail(text, columns):
 
 
 class Lines:
-    """A :class:`protocol.LineFramer` that outlives an overlong line.
+    """A :class:`protocol.LineFramer` that outlives a line of over 64 KiB.
 
-    The framer gives up on a stream after :data:`protocol.NO_LINE_END_LIMIT` bytes without a line
-    end (right for a server facing junk). Here that line is skipped up to its line end and
-    reported as a :class:`protocol.LineTooLong`, and a fresh framer carries on after it.
+    The framer gives up on a stream at a line of over :data:`protocol.NO_LINE_END_LIMIT` bytes
+    (right for a server facing junk) and drops whatever followed it in that read. Here such a line
+    is reported as a :class:`protocol.LineTooLong` and skipped up to its line end, and a fresh
+    framer goes on after it, so a client survives a hostile server's giant line.
     """
 
     def __init__(self, max_line):
         self.max_line = max_line
         self.framer = protocol.LineFramer(max_line)
-        self.skipping = 0  # > 0: bytes of a line the framer gave up on, skipped so far
+        self.skipping = 0  # > 0: bytes of a given-up line skipped so far, its line end not yet seen
 
     def feed(self, data):
         out = []
@@ -198,18 +199,38 @@ class Lines:
                 return out
             out.append(protocol.LineTooLong(self.skipping + end))
             self.skipping = 0
-            self.framer = protocol.LineFramer(self.max_line)
             data = data[end + 1:]
-        for item in self.framer.feed(data):
-            if isinstance(item, protocol.NoLineEnd):
-                self.skipping = item.size
-            else:
-                out.append(item)
+        while data:
+            items = self.framer.feed(data)
+            if not items or not isinstance(items[-1], protocol.NoLineEnd):
+                out += items
+                break
+            # The framer emits one item per line end it saw, so the line it gave up on ended at
+            # this read's len(items)-th line end, or, when the read has no such line end, is
+            # still going on.
+            out += items[:-1]
+            self.framer = protocol.LineFramer(self.max_line)
+            end = _nth_line_end(data, len(items))
+            if end < 0:
+                self.skipping = items[-1].size
+                break
+            out.append(protocol.LineTooLong(items[-1].size))
+            data = data[end + 1:]
         return out
 
     def finish(self):
         """The input ended: its last line, if it had no line end, as if it had one."""
         return self.feed(b"\n") if self.framer.buffered or self.skipping else []
+
+
+def _nth_line_end(data, n):
+    """Index of the ``n``-th ``\\n`` in ``data`` (from 1), or -1 if it has fewer."""
+    end = -1
+    for _ in range(n):
+        end = data.find(b"\n", end + 1)
+        if end < 0:
+            break
+    return end
 
 
 class LineEditor:
