@@ -420,12 +420,15 @@ class Input:
             self.console.redraw()
 
     def _read(self):
-        if self.pollable:
-            wait_read(self.fd)  # no limit: this is the wait for the person at the keyboard
-        try:
-            return os.read(self.fd, INPUT_READ_SIZE)
-        except OSError:  # the terminal hung up (EIO), or standard input is closed
-            return b""
+        while True:
+            if self.pollable:
+                wait_read(self.fd)  # no limit: this is the wait for the person at the keyboard
+            try:
+                return os.read(self.fd, INPUT_READ_SIZE)
+            except BlockingIOError:  # made non-blocking by someone else, and woken for nothing
+                continue
+            except OSError:  # the terminal hung up (EIO), or standard input is closed
+                return b""
 
 
 # -- the session ----------------------------------------------------------------------------------
@@ -599,6 +602,10 @@ class ChatClient:
                 reason = self._on_line(conn, line)
                 if reason is not None:
                     return reason
+            # recv() returns without yielding while data keeps coming, and sleep(0) would not poll
+            # other descriptors either: wait once per read for the loop to poll, or a busy room
+            # would starve the keyboard.
+            gevent.idle()
 
     def _on_line(self, conn, line):
         """Handle one server line; returns a reason when the server is closing the connection."""
