@@ -25,6 +25,7 @@ soak: venv
 	$(PY) -m pytest -m soak $(ARGS)
 
 bench: venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(PY) benchmarks/run.py $(ARGS)
 
 clean:

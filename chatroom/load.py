@@ -51,8 +51,13 @@ SETUP_TIMEOUT = 120.0
 #: Bytes asked of the kernel per recv: big reads frame many lines per wake-up. Below glibc's
 #: mmap threshold, so a read does not cost an mmap/munmap pair.
 RECV_SIZE = 65536
-#: Seconds receivers wait for lines still in flight after the senders' deadline.
+#: After the senders stop, receivers wait for lines in flight while they keep arriving: until
+#: none has come for DRAIN_SECONDS, and never longer than DRAIN_LIMIT in all (a slow server may
+#: still be relaying a backlog; what has not arrived by then counts as lost).
 DRAIN_SECONDS = 5.0
+DRAIN_LIMIT = 30.0
+#: Seconds between looks at the receivers' progress while draining.
+DRAIN_POLL = 0.05
 #: Seconds between a window-blocked sender's looks at its receivers' progress.
 PACE_POLL = 0.001
 #: Most lines a sender writes in one sendall.
@@ -327,13 +332,14 @@ class CountingReceiver(Client):
 class Sender(CheckedReceiver):
     """A checked receiver (of the other senders) that also says its lines, paced by a window."""
 
-    __slots__ = ("index", "key", "sent", "pace")
+    __slots__ = ("index", "key", "sent", "pace", "end_ns")
 
     def __init__(self, index, markers):
         super().__init__(markers)
         self.index = index
         self.key = str(index).encode()
         self.sent = 0
+        self.end_ns = 0  #: when this sender stopped (its last line written, or its deadline)
         self.pace = ()  #: checked receivers whose progress bounds this sender's window
 
     def acked(self):
@@ -383,6 +389,8 @@ class Sender(CheckedReceiver):
             sendall(b"SEND E " + self.key + b" %d\n" % seq)
         except OSError as err:
             self.closed = self.closed or f"error: {err}"
+        finally:
+            self.end_ns = clock()
 
 
 # -- one process's share of the clients -----------------------------------------------------------
@@ -476,18 +484,32 @@ class Worker:
         deadline = t0 + int(cfg.duration * 1e9)
         talkers = [gevent.spawn(s.say, cfg, t0, deadline) for s in self.senders]
         gevent.joinall(talkers, timeout=max(0.0, (deadline - time.monotonic_ns()) / 1e9) + 1.0)
-        drain_end = max(time.monotonic_ns(), deadline) + int(DRAIN_SECONDS * 1e9)
-        for r in self.checked + self.senders:
-            left = (drain_end - time.monotonic_ns()) / 1e9
-            if r.done is None or not r.done.wait(timeout=max(0.0, left)):
-                break
-        expected = self._expected_lines()
-        if expected is not None:
-            while time.monotonic_ns() < drain_end and any(
-                    r.lines < expected and r.closed is None for r in self.counting):
-                gevent.sleep(0.01)
+        self._drain()
         self.stalled_dropped = sum(1 for c in self.stalled if _drained_to_eof(c.sock))
         self._check_idle()
+
+    def _drain(self):
+        """Wait for lines in flight: until all arrived, or none for DRAIN_SECONDS, or DRAIN_LIMIT."""
+        import gevent
+
+        clock = time.monotonic
+        hard_end = clock() + DRAIN_LIMIT
+        seen = -1
+        quiet_since = clock()
+        while clock() < hard_end:
+            if all(r.done is not None and r.done.is_set()
+                   for r in self.checked + self.senders if r.closed is None):
+                expected = self._expected_lines()
+                if expected is not None and all(
+                        r.lines >= expected for r in self.counting if r.closed is None):
+                    return
+            delivered = self.progress()["delivered"]
+            if delivered != seen:
+                seen = delivered
+                quiet_since = clock()
+            elif clock() - quiet_since > DRAIN_SECONDS:
+                return
+            gevent.sleep(DRAIN_POLL)
 
     def _check_idle(self):
         """A PING round trip on every idle client: still connected, and heard nothing else?"""
@@ -541,6 +563,7 @@ class Worker:
             "out_of_order": sum(r.out_of_order for r in checked),
             "checked": len(checked),
             "last_ns": max((r.last_ns for r in self.receivers + self.senders), default=0),
+            "senders_end_ns": max((s.end_ns for s in self.senders), default=0),
             "latency_hist": {str(k): v for k, v in hist.items()},
             "latency_max_ns": lat_max,
             "latency_sum_ns": lat_sum,
@@ -643,8 +666,12 @@ def merge(cfg, t0, parts, rss):
     for p in parts:
         hist.update({int(k): v for k, v in p["latency_hist"].items()})
     samples = sum(hist.values())
+    # The run took until the last line arrived, or, when the senders were cut off by the
+    # duration (a stalled server), until they stopped: whichever is later.
     last_ns = max((p["last_ns"] for p in parts), default=0)
-    elapsed = max(1e-9, (last_ns - t0) / 1e9) if last_ns > t0 else 0.0
+    if sent and delivered < expected:
+        last_ns = max([last_ns] + [p["senders_end_ns"] for p in parts])
+    elapsed = (last_ns - t0) / 1e9 if last_ns > t0 else 0.0
     disconnected = collections.Counter()
     for p in parts:
         disconnected.update(p["disconnected"])
@@ -950,7 +977,7 @@ def run_in_workers(cfg, rss, progress):
             w.tell(f"go {t0}")
         results = {}
         latest = {}
-        deadline = time.monotonic() + cfg.duration + DRAIN_SECONDS + WORKER_FINISH_SLACK
+        deadline = time.monotonic() + cfg.duration + DRAIN_LIMIT + WORKER_FINISH_SLACK
         while len(results) < len(workers):
             index, ev = _next_event(events, deadline, "worker results")
             if ev["event"] == "progress":

@@ -1,0 +1,505 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: the same bin/chat-load workloads against this server and two baselines.
+
+``make bench`` runs every workload against ``bin/chat-server`` (flood and per-IP limits off), the
+tutorial-style gevent server (``benchmarks/naive_server.py``) and a stdlib asyncio server
+(``benchmarks/asyncio_server.py``). Each run gets a fresh server; with two or more cores the
+server is pinned to one core and the load generator to the others, so they never share one.
+Prints a table (``--markdown`` for docs/performance.md), checks the goals, writes the raw results
+to ``benchmarks/results/latest.json`` and a chart to ``benchmarks/results/latest.png``.
+"""
+
+import argparse
+import collections
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from chatroom import load  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+#: Seconds one load run may take beyond its own duration cap (setup, drain, idle checks).
+RUN_SLACK = load.DRAIN_LIMIT + 120.0
+#: Open files the 10,000-client run needs in each of the server and the generator.
+NOFILE_FOR_10K = 10_000 + load.FD_RESERVE
+
+SERVERS = {
+    "chatroom": load.chat_server_command(),
+    "naive": [sys.executable, os.path.join(ROOT, "benchmarks", "naive_server.py"), "--port", "0"],
+    "asyncio": [sys.executable, os.path.join(ROOT, "benchmarks", "asyncio_server.py"), "--port", "0"],
+}
+ALL_SERVERS = tuple(SERVERS)
+
+
+@dataclasses.dataclass
+class Workload:
+    name: str
+    title: str
+    args: list  #: bin/chat-load flags
+    quick: list  #: flags that replace ``args``'s for --quick (same flags, smaller numbers)
+    servers: tuple = ALL_SERVERS
+    needs: tuple = ()  #: workloads whose results this one's figures are computed against
+
+    def load_args(self, quick):
+        return self.quick if quick else self.args
+
+    def duration(self, quick):
+        args = self.load_args(quick)
+        return float(args[args.index("--duration") + 1])
+
+
+WORKLOADS = [
+    Workload("10x1", "10 receivers, 1 sender",
+             ["--receivers", "10", "--senders", "1", "--messages", "100000", "--duration", "10"],
+             ["--receivers", "10", "--senders", "1", "--messages", "10000", "--duration", "3"]),
+    Workload("100x10", "100 receivers, 10 senders",
+             ["--receivers", "100", "--senders", "10", "--messages", "20000", "--duration", "10"],
+             ["--receivers", "100", "--senders", "10", "--messages", "2000", "--duration", "3"]),
+    Workload("1000x10", "1,000 receivers, 10 senders",
+             ["--receivers", "1000", "--senders", "10", "--messages", "1000", "--duration", "10"],
+             ["--receivers", "1000", "--senders", "10", "--messages", "200", "--duration", "3"]),
+    Workload("idle5000", "5,000 idle + 100 active at 10 msg/s each",
+             ["--idle", "5000", "--receivers", "0", "--senders", "100", "--rate", "10",
+              "--messages", "100", "--duration", "10"],
+             ["--idle", "1000", "--receivers", "0", "--senders", "100", "--rate", "10",
+              "--messages", "20", "--duration", "2"]),
+    Workload("10k", "10,000 clients in one room",
+             ["--receivers", "9990", "--senders", "10", "--messages", "100", "--duration", "20",
+              "--window", "16"],
+             ["--receivers", "1990", "--senders", "10", "--messages", "50", "--duration", "5",
+              "--window", "16"],
+             servers=("chatroom",)),
+    Workload("stalled", "100 receivers, 10 senders + 1 stalled receiver",
+             ["--receivers", "100", "--senders", "10", "--messages", "20000", "--duration", "10",
+              "--stalled", "1"],
+             ["--receivers", "100", "--senders", "10", "--messages", "2000", "--duration", "3",
+              "--stalled", "1"],
+             needs=("100x10",)),
+]
+BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def cpu_plan():
+    """(server cpus, generator cpus) for taskset, or (None, None) with fewer than two cores."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return None, None
+    return [cpus[0]], cpus[1:]
+
+
+def pinned(cmd, cpus):
+    if not cpus:
+        return cmd
+    return ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
+
+
+def run_one(workload, server_name, quick, log, profile=False):
+    """One workload against one fresh server; returns chat-load's JSON result (or an error).
+
+    With ``profile``, py-spy samples the server for the whole run; the entry gets the path of the
+    collapsed stacks and the top functions by own time.
+    """
+    server_cpus, load_cpus = cpu_plan()
+    procs = len(load_cpus) if load_cpus else 1
+    entry = {"workload": workload.name, "server": server_name}
+    try:
+        server = load.ServerProcess(pinned(SERVERS[server_name], server_cpus))
+    except load.SetupError as err:
+        entry["error"] = str(err)
+        return entry
+    spy = Profiler(server.pid, f"{workload.name}-{server_name}", load_cpus) if profile else None
+    cmd = pinned([sys.executable, os.path.join(ROOT, "bin", "chat-load"), "--json",
+                  "--port", str(server.port), "--server-pid", str(server.pid), "--procs", str(procs),
+                  *workload.load_args(quick)], load_cpus)
+    if sys.stderr.isatty():
+        log(f"  {workload.name:<9} {server_name:<9} ...")
+    started = time.monotonic()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL,
+                              timeout=workload.duration(quick) + RUN_SLACK)
+        if done.returncode == 0:
+            entry["result"] = json.loads(done.stdout)
+            entry["result"]["server_dropped"] = server.dropped
+        else:
+            entry["error"] = (done.stderr or done.stdout).strip()[-2000:]
+    except subprocess.TimeoutExpired:
+        entry["error"] = "load run did not finish in time"
+    finally:
+        if spy is not None:
+            entry["profile"] = spy.stop()
+        code = server.stop()
+    if code not in (0, None) and "result" not in entry:
+        entry["server_output"] = server.output()
+    entry["wall_seconds"] = round(time.monotonic() - started, 2)
+    log(f"\r  {workload.name:<9} {server_name:<9} {describe(entry)}\033[K\n"
+        if sys.stderr.isatty() else f"  {workload.name:<9} {server_name:<9} {describe(entry)}\n")
+    return entry
+
+
+class Profiler:
+    """``py-spy record`` attached to a running server until :meth:`stop`; raw collapsed stacks."""
+
+    #: Samples a second: enough for a top list in a few seconds, cheap for the server.
+    RATE = 250
+    #: Seconds py-spy gets to write its output after SIGINT.
+    STOP_TIMEOUT = 30.0
+
+    def __init__(self, pid, name, cpus):
+        self.path = os.path.join(RESULTS, f"profile-{name}.txt")
+        os.makedirs(RESULTS, exist_ok=True)
+        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        cmd = [spy, "record", "--pid", str(pid), "--rate", str(self.RATE), "--nonblocking",
+               "--format", "raw", "--output", self.path]
+        self.proc = subprocess.Popen(pinned(cmd, cpus), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(self.STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return {"path": os.path.relpath(self.path, ROOT), "top": profile_top(self.path)}
+
+
+def profile_top(path, n=15):
+    """[(share of samples, function)] by own time, from py-spy's collapsed stacks; [] if none."""
+    own = collections.Counter()
+    try:
+        with open(path) as f:
+            for line in f:
+                stack, _, count = line.rstrip("\n").rpartition(" ")
+                if not count.isdigit():
+                    continue
+                leaf = stack.rsplit(";", 1)[-1]
+                own[re.sub(r":\d+\)$", ")", leaf)] += int(count)
+    except OSError:
+        return []
+    total = sum(own.values()) or 1
+    return [(round(c / total, 4), frame) for frame, c in own.most_common(n)]
+
+
+def describe(entry):
+    if "error" in entry:
+        return "ERROR: " + entry["error"].splitlines()[-1] if entry["error"] else "ERROR"
+    r = entry["result"]
+    return (f"{r['delivered_per_sec']:>12,.0f} msg/s  p50 {r['latency_ms']['p50']:8.2f} ms  "
+            f"p99 {r['latency_ms']['p99']:8.2f} ms  lost {r['lost']:,}  ({entry['wall_seconds']:.0f} s)")
+
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import gevent
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "gevent": gevent.__version__,
+        "kernel": platform.release(),
+        "pinning": "server on cpu %s, load on cpu %s" % tuple(
+            ",".join(map(str, c)) for c in cpu_plan()) if cpu_plan()[0] else "none (one core)",
+    }
+
+
+def check_nofile(selected):
+    """The 10k run needs 10,000 sockets on each side: warn early if the hard limit is too low."""
+    if "10k" not in selected:
+        return
+    _, hard = load.raise_nofile_limit()
+    if hard < NOFILE_FOR_10K:
+        sys.stderr.write(f"warning: open-files limit {hard} < {NOFILE_FOR_10K}: the 10k run will "
+                         f"fail; raise it (ulimit -n) or skip it (--only)\n")
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+def index(entries):
+    return {(e["workload"], e["server"]): e.get("result") for e in entries}
+
+
+def rss_per_connection(r):
+    """Server KiB per connection: (RSS with every client connected - RSS before) / clients."""
+    rss = r.get("server_rss_kib") or {}
+    if "baseline" not in rss or "connected" not in rss:
+        return None
+    return (rss["connected"] - rss["baseline"]) / max(1, r["clients"]["total"])
+
+
+def rows(entries):
+    """Table rows: one per (workload, server), with ratios to the baselines and a note."""
+    got = index(entries)
+    out = []
+    for w in WORKLOADS:
+        for server in w.servers:
+            if (w.name, server) not in got:
+                continue
+            r = got[(w.name, server)]
+            row = {"workload": w.name, "title": w.title, "server": server, "result": r}
+            if r is None:
+                row["note"] = "error"
+                out.append(row)
+                continue
+            for base in ("naive", "asyncio"):
+                b = got.get((w.name, base))
+                if b and b["delivered_per_sec"] and server != base:
+                    row["x_" + base] = r["delivered_per_sec"] / b["delivered_per_sec"]
+            notes = []
+            if r["lost"] or r["duplicates"] or r["out_of_order"]:
+                notes.append(f"lost {r['lost']:,} dup {r['duplicates']:,} ooo {r['out_of_order']:,}")
+            if r["clients"]["idle"]:
+                per = rss_per_connection(r)
+                row["rss_per_conn_kib"] = per
+                if per is not None:
+                    notes.append(f"RSS {per:.1f} KiB/conn")
+            if r["clients"]["stalled"]:
+                healthy = got.get(("100x10", server))
+                if healthy and healthy["delivered_per_sec"]:
+                    row["healthy_ratio"] = r["delivered_per_sec"] / healthy["delivered_per_sec"]
+                    notes.append(f"{row['healthy_ratio']:.0%} of no-stall")
+                notes.append("stalled dropped" if r["stalled_dropped"] else "stalled kept")
+            rss = r.get("server_rss_kib") or {}
+            if rss.get("peak"):
+                row["rss_peak_mib"] = rss["peak"] / 1024
+            if r["disconnected"]:
+                notes.append(f"{r['disconnected']} disconnected")
+            row["note"] = ", ".join(notes)
+            out.append(row)
+    return out
+
+
+HEADER = ["workload", "server", "delivered msg/s", "p50 ms", "p99 ms", "x naive", "x asyncio",
+          "server RSS peak", "notes"]
+
+
+def cells(row):
+    r = row["result"]
+    if r is None:
+        return [row["workload"], row["server"], "error", "", "", "", "", "", ""]
+
+    def ratio(key):
+        return f"{row[key]:.1f}x" if key in row else ""
+
+    return [row["workload"], row["server"], f"{r['delivered_per_sec']:,.0f}",
+            f"{r['latency_ms']['p50']:.2f}", f"{r['latency_ms']['p99']:.2f}",
+            ratio("x_naive"), ratio("x_asyncio"),
+            f"{row['rss_peak_mib']:.1f} MiB" if "rss_peak_mib" in row else "", row["note"]]
+
+
+def table_text(table):
+    data = [HEADER] + [cells(r) for r in table]
+    widths = [max(len(line[i]) for line in data) for i in range(len(HEADER))]
+    right = {2, 3, 4, 5, 6, 7}
+    lines = []
+    for n, line in enumerate(data):
+        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def table_markdown(table):
+    lines = ["| " + " | ".join(HEADER) + " |",
+             "|" + "|".join("---:" if i in (2, 3, 4, 5, 6, 7) else "---" for i in range(len(HEADER))) + "|"]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in table]
+    return "\n".join(lines)
+
+
+def goals(entries):
+    """(goal, verdict, detail) for each goal the run has the figures for."""
+    got = index(entries)
+    out = []
+    for name in ("100x10", "1000x10"):
+        ours, naive, aio = (got.get((name, s)) for s in ("chatroom", "naive", "asyncio"))
+        if ours and naive and aio:
+            x = ours["delivered_per_sec"] / max(1e-9, naive["delivered_per_sec"])
+            ok = x >= 10 and ours["delivered_per_sec"] > aio["delivered_per_sec"]
+            out.append((f"{name}: >= 10x naive and above asyncio", ok,
+                        f"{x:.1f}x naive, {ours['delivered_per_sec'] / max(1e-9, aio['delivered_per_sec']):.1f}x asyncio"))
+    ours = got.get(("idle5000", "chatroom"))
+    if ours:
+        p99 = ours["latency_ms"]["p99"]
+        per = rss_per_connection(ours)
+        out.append(("idle5000: p99 < 50 ms", p99 < 50, f"p99 {p99:.2f} ms"))
+        if per is not None:
+            out.append(("idle5000: server RSS per connection < 8 KiB", per < 8, f"{per:.2f} KiB"))
+    ours = got.get(("10k", "chatroom"))
+    if ours:
+        ok = ours["lost"] == 0 and ours["disconnected"] == 0 and ours["clients"]["total"] >= 10_000
+        out.append(("10k: 10,000 clients, nothing lost", ok,
+                    f"{ours['clients']['total']:,} clients, {ours['delivered_per_sec']:,.0f} msg/s, lost {ours['lost']:,}"))
+    ours, healthy = got.get(("stalled", "chatroom")), got.get(("100x10", "chatroom"))
+    if ours and healthy:
+        ratio = ours["delivered_per_sec"] / max(1e-9, healthy["delivered_per_sec"])
+        out.append(("stalled: healthy throughput within 10% of no-stall", ratio >= 0.9,
+                    f"{ratio:.0%}, stalled client {'dropped' if ours['stalled_dropped'] else 'kept'}"))
+    return out
+
+
+def goals_text(entries, markdown=False):
+    lines = []
+    for goal, ok, detail in goals(entries):
+        verdict = "met" if ok else "NOT met"
+        lines.append(f"- {goal}: **{verdict}** ({detail})" if markdown else f"  [{verdict:^7}] {goal}: {detail}")
+    return "\n".join(lines)
+
+
+def chart(entries, path):
+    """Throughput and p99 latency per workload, one bar per server; returns False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    got = index(entries)
+    names = [w.name for w in WORKLOADS if any(got.get((w.name, s)) for s in ALL_SERVERS)]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    width = 0.8 / len(ALL_SERVERS)
+    for k, server in enumerate(ALL_SERVERS):
+        xs = [i + (k - (len(ALL_SERVERS) - 1) / 2) * width for i in range(len(names))]
+        results = [got.get((n, server)) for n in names]
+        thr = [r["delivered_per_sec"] if r else 0 for r in results]
+        p99 = [r["latency_ms"]["p99"] if r else 0 for r in results]
+        axes[0].bar(xs, thr, width, label=server)
+        axes[1].bar(xs, p99, width, label=server)
+    for ax, title in ((axes[0], "delivered messages/s (log)"), (axes[1], "p99 latency, ms (log)")):
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    fig.suptitle("chat-load, same workloads per server (" + machine()["cpu"] + ")", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Run the chat-load workloads side by side against "
+                                            "this server and the naive and asyncio baselines.")
+    p.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run of a minute or so")
+    p.add_argument("--only", default="",
+                   help="comma-separated workloads to run: " + ", ".join(BY_NAME))
+    p.add_argument("--servers", default=",".join(ALL_SERVERS),
+                   help="comma-separated servers to run against (default %(default)s)")
+    p.add_argument("--profile", action="store_true",
+                   help="sample this server with py-spy during each run; top functions are printed")
+    p.add_argument("--markdown", action="store_true", help="print the table and goals as markdown")
+    p.add_argument("--from", dest="source", metavar="JSON",
+                   help="do not run: print the table (and chart) of a saved results file")
+    p.add_argument("--out", default=os.path.join(RESULTS, "latest.json"),
+                   help="where to write the raw results (default %(default)s)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.source:
+        with open(args.source) as f:
+            saved = json.load(f)
+        report(saved, args, write=False)
+        return 0
+    selected = [n for n in args.only.split(",") if n] or [w.name for w in WORKLOADS]
+    unknown = [n for n in selected if n not in BY_NAME]
+    servers = [s for s in args.servers.split(",") if s]
+    if unknown or any(s not in SERVERS for s in servers):
+        sys.stderr.write(f"unknown workload or server: {unknown or servers}\n")
+        return 2
+    for name in list(selected):
+        for need in BY_NAME[name].needs:
+            if need not in selected:
+                selected.insert(selected.index(name), need)
+    check_nofile(selected)
+    info = machine()
+    sys.stderr.write(f"{info['cpu']}, {info['cores']} cores, Python {info['python']}, "
+                     f"gevent {info['gevent']}; pinning: {info['pinning']}\n")
+    entries = []
+    started = time.monotonic()
+    for w in WORKLOADS:
+        if w.name not in selected:
+            continue
+        for server in w.servers:
+            if server in servers:
+                entries.append(run_one(w, server, args.quick, sys.stderr.write,
+                                       profile=args.profile and server == "chatroom"))
+    saved = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": info,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "workloads": {w.name: {"title": w.title, "args": w.load_args(args.quick)}
+                      for w in WORKLOADS if w.name in selected},
+        "runs": entries,
+    }
+    report(saved, args, write=True)
+    return 1 if any("error" in e for e in entries) else 0
+
+
+def report(saved, args, write):
+    entries = saved["runs"]
+    table = rows(entries)
+    m = saved["machine"]
+    if args.markdown:
+        print(f"Run {saved['date']}{' (--quick)' if saved['quick'] else ''}: {m['cpu']}, {m['cores']} cores, "
+              f"Python {m['python']}, gevent {m['gevent']}; {m['pinning']}; "
+              f"{saved['wall_seconds']:.0f} s in all.\n")
+        print(table_markdown(table))
+        print()
+        print(goals_text(entries, markdown=True))
+    else:
+        print(table_text(table))
+        print()
+        print(goals_text(entries))
+    for e in entries:
+        if e.get("profile"):
+            print(f"\nprofile of {e['server']} in {e['workload']} (own time; {e['profile']['path']}):")
+            for share, frame in e["profile"]["top"]:
+                print(f"  {share:6.1%}  {frame}")
+        if "error" in e:
+            print(f"\n{e['workload']} on {e['server']} failed:\n{e['error']}", file=sys.stderr)
+    if not write:
+        return
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(saved, f, indent=1)
+    png = os.path.splitext(args.out)[0] + ".png"
+    drawn = chart(entries, png)
+    print(f"\nraw results: {os.path.relpath(args.out, ROOT)}"
+          + (f", chart: {os.path.relpath(png, ROOT)}" if drawn else " (no chart: matplotlib missing)"),
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
