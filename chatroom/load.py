@@ -989,7 +989,7 @@ def run_in_workers(cfg, rss, progress):
             elif ev["event"] == "result":
                 results[index] = ev["result"]
                 rss.sample("end")
-            elif ev["event"] in ("error", "exit"):
+            elif ev["event"] == "error" or (ev["event"] == "exit" and index not in results):
                 raise SetupError(f"worker {index}: {ev.get('error') or 'exited with ' + str(ev.get('code'))}")
         return merge(cfg, t0, list(results.values()), rss.result())
     finally:
