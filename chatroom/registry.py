@@ -131,6 +131,7 @@ class Registry:
         if holder is not None and holder is not member:
             raise protocol.ProtocolError("nick-taken", f"nickname '{nick}' is in use")
         if member.nick == nick:
+            self.send(member, protocol.format_nick(nick, nick))  # confirm; nobody else cares
             return
         if member.nick is not None:
             del self.nicks[member.nick.casefold()]

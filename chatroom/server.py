@@ -466,6 +466,23 @@ class ChatServer(StreamServer):
 
     # -- shutdown --------------------------------------------------------------------------------
 
+    def stats(self):
+        """Counts for the ``Stats:`` log line (SIGUSR1): what a leak would make grow."""
+        import gc
+
+        from greenlet import greenlet
+
+        greenlets = sum(1 for o in gc.get_objects() if isinstance(o, greenlet))
+        return {
+            "clients": len(self.clients),
+            "members": len(self.registry),
+            "rooms": len(self.registry.rooms),
+            "nicks": len(self.registry.nicks),
+            "greenlets": greenlets,
+            "writers": sum(1 for c in self.clients if c.writer is not None),
+            "queued_bytes": sum(c.queued for c in self.clients),
+        }
+
     def shutdown(self):
         """Stop accepting, say ``BYE server-shutdown`` to everyone after what they have queued."""
         if self.stopping:
@@ -549,7 +566,7 @@ def build_parser():
       help="most clients at once, capped by the open-files limit (default %(default)s)")
     a("--max-per-ip", type=int, default=DEFAULT_MAX_PER_IP,
       help="most connections from one IP address, 0 = no limit (default %(default)s)")
-    a("--max-line", type=int, default=protocol.DEFAULT_MAX_LINE,
+    a("--max-line", type=_line_limit, default=protocol.DEFAULT_MAX_LINE,
       help="longest line in bytes (default %(default)s)")
     a("--outbox-limit", type=int, default=DEFAULT_OUTBOX_LIMIT,
       help="bytes queued to one client before it is dropped as a slow consumer (default %(default)s)")
@@ -574,6 +591,14 @@ def build_parser():
     a("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
       help="log level (default %(default)s)")
     return p
+
+
+def _line_limit(text):
+    value = int(text)
+    # Beyond this the 64 KiB no-line-end rule would close the connection before the limit applied.
+    if not 16 <= value <= protocol.NO_LINE_END_LIMIT - 2:
+        raise argparse.ArgumentTypeError(f"must be from 16 to {protocol.NO_LINE_END_LIMIT - 2}")
+    return value
 
 
 def make_server(args):
@@ -624,6 +649,10 @@ def main(argv=None):
     def on_signal():
         gevent.spawn(lambda: (server.shutdown(), done.set()))
 
+    def on_stats():
+        log.info("Stats: %s", " ".join(f"{k}={v}" for k, v in server.stats().items()))
+
+    gevent.signal_handler(signal.SIGUSR1, on_stats)
     gevent.signal_handler(signal.SIGTERM, on_signal)
     gevent.signal_handler(signal.SIGINT, on_signal)
     done.wait()
