@@ -77,7 +77,7 @@ HELP = (
     "  HELP                   show this list",
     "  QUIT                   leave and exit",
 )
-#: Commands without arguments, and commands the client forwards to the server as typed.
+#: Typed commands that take nothing after them, and those that take exactly one name.
 _BARE = ("CONNECT", "QUIT", "WHO", "ROOMS", "HELP")
 _ONE_NAME = ("NICK", "JOIN")
 
