@@ -136,8 +136,7 @@ def test_typing_while_messages_arrive(start_server, clients, pty_client):
     user.type("\r")
 
     assert flooder.expect("MSG ") == f"MSG lobby {me} typed while busy"
-    user.wait_for(rb"flood %d\r\n" % (floods - 1))
-    user.pump(0.05)
+    user.wait_for(rb"flood %d\r\n> " % (floods - 1))  # the last message, and the input row under it
     screen = bytes(user.out)
     shown = [int(n) for n in re.findall(rb"\[lobby\] " + re.escape(who) + rb": flood (\d+)\r\n", screen)]
     assert shown == list(range(floods))
