@@ -602,9 +602,9 @@ class ChatClient:
                 reason = self._on_line(conn, line)
                 if reason is not None:
                     return reason
-            # recv() returns without yielding while data keeps coming, and sleep(0) would not poll
-            # other descriptors either: wait once per read for the loop to poll, or a busy room
-            # would starve the keyboard.
+            # recv() returns without yielding while data keeps coming, and sleep(0) lets the loop
+            # poll other descriptors only once per switch interval: wait once per read for a poll,
+            # so keys typed during a busy room's burst are read between its messages.
             gevent.idle()
 
     def _on_line(self, conn, line):
