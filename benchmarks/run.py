@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,11 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results")
 RUN_SLACK = load.DRAIN_LIMIT + 120.0
 #: Open files the 10,000-client run needs in each of the server and the generator.
 NOFILE_FOR_10K = 10_000 + load.FD_RESERVE
+#: Share of the machine's CPU (in cores) used by other programs during a run above which the
+#: table flags the run: its figures measure the neighbours as much as the server.
+BUSY_MACHINE = 0.1
+#: One-minute load average above which the benchmark warns before it starts.
+BUSY_LOADAVG = 0.5
 
 SERVERS = {
     "chatroom": load.chat_server_command(),
@@ -128,6 +134,8 @@ def run_one(workload, server_name, quick, log, profile=False):
     if sys.stderr.isatty():
         log(f"  {workload.name:<9} {server_name:<9} ...")
     started = time.monotonic()
+    machine_before = machine_busy()
+    ours_before = load.read_cpu(server.pid) or 0.0, children_cpu()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL,
                               timeout=workload.duration(quick) + RUN_SLACK)
@@ -139,15 +147,37 @@ def run_one(workload, server_name, quick, log, profile=False):
     except subprocess.TimeoutExpired:
         entry["error"] = "load run did not finish in time"
     finally:
+        server_cpu = (load.read_cpu(server.pid) or ours_before[0]) - ours_before[0]
         if spy is not None:
             entry["profile"] = spy.stop()
         code = server.stop()
     if code not in (0, None) and "result" not in entry:
         entry["server_output"] = server.output()
     entry["wall_seconds"] = round(time.monotonic() - started, 2)
+    # CPU that neither this server nor the load generator used: other programs on the machine,
+    # which make the figures of this run unreliable.
+    ours = server_cpu + children_cpu() - ours_before[1]
+    entry["other_cpu_share"] = round(max(0.0, machine_busy() - machine_before - ours)
+                                     / entry["wall_seconds"], 3)
     log(f"\r  {workload.name:<9} {server_name:<9} {describe(entry)}\033[K\n"
         if sys.stderr.isatty() else f"  {workload.name:<9} {server_name:<9} {describe(entry)}\n")
     return entry
+
+
+def machine_busy():
+    """CPU seconds all processors have spent busy since boot (from /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Profiler:
@@ -178,20 +208,24 @@ class Profiler:
 
 
 def profile_top(path, n=15):
-    """[(share of samples, function)] by own time, from py-spy's collapsed stacks; [] if none."""
-    own = collections.Counter()
+    """Own time from py-spy's collapsed stacks: ``{"functions": [(share, frame)], "lines": [...]}``."""
+    functions = collections.Counter()
+    lines = collections.Counter()
     try:
         with open(path) as f:
             for line in f:
                 stack, _, count = line.rstrip("\n").rpartition(" ")
-                if not count.isdigit():
-                    continue
-                leaf = stack.rsplit(";", 1)[-1]
-                own[re.sub(r":\d+\)$", ")", leaf)] += int(count)
+                leaf = stack.rsplit(";", 1)[-1].strip()
+                if not count.isdigit() or not leaf:
+                    continue  # a sample py-spy could not read (it does not pause the server)
+                lines[leaf] += int(count)
+                functions[re.sub(r":\d+\)$", ")", leaf)] += int(count)
     except OSError:
-        return []
-    total = sum(own.values()) or 1
-    return [(round(c / total, 4), frame) for frame, c in own.most_common(n)]
+        return {"functions": [], "lines": []}
+    total = sum(functions.values()) or 1
+    return {"samples": total,
+            "functions": [(round(c / total, 4), frame) for frame, c in functions.most_common(n)],
+            "lines": [(round(c / total, 4), frame) for frame, c in lines.most_common(n)]}
 
 
 def describe(entry):
@@ -199,7 +233,13 @@ def describe(entry):
         return "ERROR: " + entry["error"].splitlines()[-1] if entry["error"] else "ERROR"
     r = entry["result"]
     return (f"{r['delivered_per_sec']:>12,.0f} msg/s  p50 {r['latency_ms']['p50']:8.2f} ms  "
-            f"p99 {r['latency_ms']['p99']:8.2f} ms  lost {r['lost']:,}  ({entry['wall_seconds']:.0f} s)")
+            f"p99 {r['latency_ms']['p99']:8.2f} ms  lost {r['lost']:,}  CPU server {_share(r['server_cpu_share'])}"
+            f" load {_share(r['load_cpu_share'])} other {_share(entry.get('other_cpu_share'))}"
+            f"  ({entry['wall_seconds']:.0f} s)")
+
+
+def _share(x):
+    return f"{x:.0%}" if x is not None else "?"
 
 
 def machine():
@@ -287,19 +327,25 @@ def rows(entries):
                 row["rss_peak_mib"] = rss["peak"] / 1024
             if r["disconnected"]:
                 notes.append(f"{r['disconnected']} disconnected")
+            other = next((e.get("other_cpu_share") for e in entries
+                          if e["workload"] == w.name and e["server"] == server), None)
+            if other is not None and other > BUSY_MACHINE:
+                notes.append(f"machine busy: other programs used {other:.0%} CPU")
             row["note"] = ", ".join(notes)
             out.append(row)
     return out
 
 
 HEADER = ["workload", "server", "delivered msg/s", "p50 ms", "p99 ms", "x naive", "x asyncio",
-          "server RSS peak", "notes"]
+          "server CPU", "server RSS peak", "notes"]
+#: Columns aligned right (numbers).
+NUMERIC = {2, 3, 4, 5, 6, 7, 8}
 
 
 def cells(row):
     r = row["result"]
     if r is None:
-        return [row["workload"], row["server"], "error", "", "", "", "", "", ""]
+        return [row["workload"], row["server"], "error"] + [""] * (len(HEADER) - 3)
 
     def ratio(key):
         return f"{row[key]:.1f}x" if key in row else ""
@@ -307,16 +353,16 @@ def cells(row):
     return [row["workload"], row["server"], f"{r['delivered_per_sec']:,.0f}",
             f"{r['latency_ms']['p50']:.2f}", f"{r['latency_ms']['p99']:.2f}",
             ratio("x_naive"), ratio("x_asyncio"),
+            _share(r.get("server_cpu_share")) if r.get("server_cpu_share") is not None else "",
             f"{row['rss_peak_mib']:.1f} MiB" if "rss_peak_mib" in row else "", row["note"]]
 
 
 def table_text(table):
     data = [HEADER] + [cells(r) for r in table]
     widths = [max(len(line[i]) for line in data) for i in range(len(HEADER))]
-    right = {2, 3, 4, 5, 6, 7}
     lines = []
     for n, line in enumerate(data):
-        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w)
+        lines.append("  ".join(c.rjust(w) if i in NUMERIC else c.ljust(w)
                                for i, (c, w) in enumerate(zip(line, widths))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -325,7 +371,7 @@ def table_text(table):
 
 def table_markdown(table):
     lines = ["| " + " | ".join(HEADER) + " |",
-             "|" + "|".join("---:" if i in (2, 3, 4, 5, 6, 7) else "---" for i in range(len(HEADER))) + "|"]
+             "|" + "|".join("---:" if i in NUMERIC else "---" for i in range(len(HEADER))) + "|"]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in table]
     return "\n".join(lines)
 
@@ -442,6 +488,10 @@ def main(argv=None):
             if need not in selected:
                 selected.insert(selected.index(name), need)
     check_nofile(selected)
+    busy = os.getloadavg()[0]
+    if busy > BUSY_LOADAVG:
+        sys.stderr.write(f"warning: load average is {busy:.1f}: other programs are running, so the "
+                         f"figures will be low and noisy (the table flags each run they disturbed)\n")
     info = machine()
     sys.stderr.write(f"{info['cpu']}, {info['cores']} cores, Python {info['python']}, "
                      f"gevent {info['gevent']}; pinning: {info['pinning']}\n")
@@ -484,9 +534,13 @@ def report(saved, args, write):
         print(goals_text(entries))
     for e in entries:
         if e.get("profile"):
-            print(f"\nprofile of {e['server']} in {e['workload']} (own time; {e['profile']['path']}):")
-            for share, frame in e["profile"]["top"]:
-                print(f"  {share:6.1%}  {frame}")
+            top = e["profile"]["top"]
+            print(f"\nprofile of {e['server']} in {e['workload']}: own time of "
+                  f"{top.get('samples', 0):,} samples ({e['profile']['path']})")
+            for kind in ("functions", "lines"):
+                print(f"  by {kind[:-1]}:")
+                for share, frame in top[kind]:
+                    print(f"    {share:6.1%}  {frame}")
         if "error" in e:
             print(f"\n{e['workload']} on {e['server']} failed:\n{e['error']}", file=sys.stderr)
     if not write:

@@ -423,6 +423,7 @@ class Worker:
         self.readers = []
         self.connect_seconds = 0.0
         self.stalled_dropped = 0
+        self.cpu_seconds = 0.0  #: CPU this process used from the start until drained
         self.idle_alive = 0  #: idle clients that answered a PING at the end
         self.idle_heard = 0  #: lines other than that PONG that idle clients had received
 
@@ -476,15 +477,23 @@ class Worker:
                              f"(first: {failures[0]})")
         self.connect_seconds = time.monotonic() - started
 
-    def run(self, t0):
-        """Senders talk from ``t0`` (monotonic ns) until done or the duration; receivers drain."""
+    def run(self, t0, on_drained=None):
+        """Senders talk from ``t0`` (monotonic ns) until done or the duration; receivers drain.
+
+        ``on_drained()`` is called once every line is in (or the drain gave up), before the
+        checks of stalled and idle clients that end a run.
+        """
         import gevent
 
         cfg = self.cfg
+        cpu = own_cpu()
         deadline = t0 + int(cfg.duration * 1e9)
         talkers = [gevent.spawn(s.say, cfg, t0, deadline) for s in self.senders]
         gevent.joinall(talkers, timeout=max(0.0, (deadline - time.monotonic_ns()) / 1e9) + 1.0)
         self._drain()
+        self.cpu_seconds = own_cpu() - cpu
+        if on_drained is not None:
+            on_drained()
         self.stalled_dropped = sum(1 for c in self.stalled if _drained_to_eof(c.sock))
         self._check_idle()
 
@@ -572,6 +581,7 @@ class Worker:
             "idle_alive": self.idle_alive,
             "idle_heard": self.idle_heard,
             "connect_seconds": self.connect_seconds,
+            "cpu_seconds": self.cpu_seconds,
         }
 
     def close(self):
@@ -657,8 +667,8 @@ def percentile(hist, q):
     return max(hist)
 
 
-def merge(cfg, t0, parts, rss):
-    """One result from the workers' ``parts``; ``rss`` holds the server RSS samples (KiB)."""
+def merge(cfg, t0, parts, watch):
+    """One result from the workers' ``parts`` and the :class:`ServerWatch` ``watch``."""
     sent = sum(p["sent"] for p in parts)
     delivered = sum(p["delivered"] for p in parts)
     expected = cfg.receivers * sent + max(0, cfg.senders - 1) * sent
@@ -676,6 +686,8 @@ def merge(cfg, t0, parts, rss):
     for p in parts:
         disconnected.update(p["disconnected"])
     lat_sum = sum(p["latency_sum_ns"] for p in parts)
+    server_cpu, wall = watch.busy()
+    load_cpu = sum(p["cpu_seconds"] for p in parts)
     return {
         "server": {"host": cfg.host, "port": cfg.port},
         "room": cfg.room,
@@ -711,7 +723,13 @@ def merge(cfg, t0, parts, rss):
         "stalled_dropped": sum(p["stalled_dropped"] for p in parts),
         "idle_alive": sum(p["idle_alive"] for p in parts),
         "idle_heard": sum(p["idle_heard"] for p in parts),
-        "server_rss_kib": rss,
+        "server_rss_kib": watch.rss_result(),
+        # CPU used from the start of the talk until every line was in, as a share of that
+        # wall time: the server's of one core, the generator's of its --procs processes.
+        "server_cpu_seconds": round(server_cpu, 2) if server_cpu is not None else None,
+        "server_cpu_share": round(server_cpu / wall, 3) if server_cpu is not None and wall else None,
+        "load_cpu_seconds": round(load_cpu, 2),
+        "load_cpu_share": round(load_cpu / wall / cfg.procs, 3) if wall else None,
     }
 
 
@@ -732,29 +750,64 @@ def read_rss(pid):
     return rss, hwm
 
 
-class RssWatch:
-    """Server RSS at the moments a run cares about: before clients, connected, peak, end."""
+def read_cpu(pid):
+    """CPU seconds (user + system) process ``pid`` has used, from /proc/<pid>/stat, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerWatch:
+    """The server's RSS and CPU time at the moments a run cares about.
+
+    Named samples: ``baseline`` (before any client), ``connected`` (after the barrier, when the
+    clock starts), ``drained`` (every line in), ``end``; the RSS peak is sampled as the run goes.
+    """
 
     def __init__(self, pid):
         self.pid = pid
-        self.samples = {}
+        self.rss = {}
+        self.cpu = {}
+        self.at = {}
         self.peak = None
 
     def sample(self, name=None):
+        if not self.pid:
+            return
         rss, _ = read_rss(self.pid)
         if rss is None:
             return
         if name:
-            self.samples[name] = rss
+            self.rss[name] = rss
+            self.cpu[name] = read_cpu(self.pid)
+            self.at[name] = time.monotonic()
         self.peak = max(self.peak or 0, rss)
 
-    def result(self):
-        if not self.pid or not self.samples:
+    def rss_result(self):
+        if not self.rss:
             return None
-        out = dict(self.samples)
+        out = dict(self.rss)
         out["peak"] = self.peak
         out["hwm"] = read_rss(self.pid)[1]
         return out
+
+    def busy(self):
+        """(server CPU seconds, wall seconds) from the start of the talk until every line was in."""
+        try:
+            return (self.cpu["drained"] - self.cpu["connected"],
+                    self.at["drained"] - self.at["connected"])
+        except (KeyError, TypeError):
+            return None, None
+
+
+def own_cpu():
+    """CPU seconds this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _mib(kib):
@@ -791,6 +844,9 @@ def format_summary(r):
         lines.append(
             f"  server RSS  {_mib(rss.get('baseline'))} before clients, {_mib(rss.get('connected'))} "
             f"connected, {_mib(rss.get('end'))} at the end, peak {_mib(rss.get('peak'))}")
+    if r.get("server_cpu_share") is not None:
+        lines.append(f"  CPU         server {r['server_cpu_share']:.0%} of a core, load generator "
+                     f"{r['load_cpu_share']:.0%} of {r['procs']} (until every line was in)")
     return "\n".join(lines)
 
 
@@ -889,32 +945,32 @@ class Progress:
             sys.stdout.flush()
 
 
-def run_in_process(cfg, rss, progress):
+def run_in_process(cfg, watch, progress):
     """Run every client in this process; returns the merged result."""
     import gevent
 
     worker = Worker(cfg)
-    rss.sample("baseline")
+    watch.sample("baseline")
     try:
         worker.connect()
-        rss.sample("connected")
+        watch.sample("connected")
         t0 = time.monotonic_ns()
         progress.started = time.monotonic()
 
         def tick():
             while True:
                 gevent.sleep(PROGRESS_INTERVAL)
-                rss.sample()
+                watch.sample()
                 p = worker.progress()
                 progress.show(p["sent"], p["delivered"])
 
         ticker = gevent.spawn(tick)
         try:
-            worker.run(t0)
+            worker.run(t0, on_drained=lambda: watch.sample("drained"))
         finally:
             ticker.kill()
-        rss.sample("end")
-        return merge(cfg, t0, [worker.result()], rss.result())
+        watch.sample("end")
+        return merge(cfg, t0, [worker.result()], watch)
     finally:
         worker.close()
         progress.clear()
@@ -956,10 +1012,10 @@ class WorkerProcess:
             self.proc.wait()
 
 
-def run_in_workers(cfg, rss, progress):
+def run_in_workers(cfg, watch, progress):
     """Split the clients over ``cfg.procs`` worker processes; start them together; merge."""
     events = queue.Queue()
-    rss.sample("baseline")
+    watch.sample("baseline")
     workers = [WorkerProcess(dataclasses.replace(cfg, index=i), events) for i in range(cfg.procs)]
     try:
         ready = {}
@@ -970,28 +1026,33 @@ def run_in_workers(cfg, rss, progress):
                 ready[index] = ev
             elif ev["event"] in ("error", "exit"):
                 raise SetupError(f"worker {index}: {ev.get('error') or 'exited with ' + str(ev.get('code'))}")
-        rss.sample("connected")
+        watch.sample("connected")
         t0 = time.monotonic_ns()
         progress.started = time.monotonic()
         for w in workers:
             w.tell(f"go {t0}")
         results = {}
         latest = {}
+        drained = set()
         deadline = time.monotonic() + cfg.duration + DRAIN_LIMIT + WORKER_FINISH_SLACK
         while len(results) < len(workers):
             index, ev = _next_event(events, deadline, "worker results")
             if ev["event"] == "progress":
                 latest[index] = ev
                 if index == 0:
-                    rss.sample()
+                    watch.sample()
                     progress.show(sum(p["sent"] for p in latest.values()),
                                   sum(p["delivered"] for p in latest.values()))
+            elif ev["event"] == "drained":
+                drained.add(index)
+                if len(drained) == len(workers):
+                    watch.sample("drained")
             elif ev["event"] == "result":
                 results[index] = ev["result"]
-                rss.sample("end")
+                watch.sample("end")
             elif ev["event"] == "error" or (ev["event"] == "exit" and index not in results):
                 raise SetupError(f"worker {index}: {ev.get('error') or 'exited with ' + str(ev.get('code'))}")
-        return merge(cfg, t0, list(results.values()), rss.result())
+        return merge(cfg, t0, list(results.values()), watch)
     finally:
         for w in workers:
             w.tell("stop")
@@ -1042,7 +1103,7 @@ def worker_main(cfg_json):
 
         ticker = gevent.spawn(tick)
         try:
-            worker.run(t0)
+            worker.run(t0, on_drained=lambda: emit({"event": "drained"}))
         finally:
             ticker.kill()
         emit({"event": "result", "result": worker.result()})
@@ -1136,9 +1197,9 @@ def main(argv=None):
             cfg.port = server.port
         pid = server.pid if server else args.server_pid
         progress = Progress(sys.stdout.isatty())
-        rss = RssWatch(pid)
+        watch = ServerWatch(pid)
         runner = run_in_workers if cfg.procs > 1 else run_in_process
-        result = runner(cfg, rss, progress)
+        result = runner(cfg, watch, progress)
         if server is not None:
             result["server_dropped"] = server.dropped
             result["server"]["pid"] = server.pid
