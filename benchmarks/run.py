@@ -265,6 +265,16 @@ def machine():
     }
 
 
+def git_commit():
+    """The checkout's commit (with -dirty when files differ from it), or None outside git."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, cwd=ROOT, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
 def check_nofile(selected):
     """The 10k run needs 10,000 sockets on each side: warn early if the hard limit is too low."""
     if "10k" not in selected:
@@ -506,6 +516,7 @@ def main(argv=None):
                                        profile=args.profile and server == "chatroom"))
     saved = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
         "quick": args.quick,
         "machine": info,
         "wall_seconds": round(time.monotonic() - started, 1),
@@ -522,7 +533,8 @@ def report(saved, args, write):
     table = rows(entries)
     m = saved["machine"]
     if args.markdown:
-        print(f"Run {saved['date']}{' (--quick)' if saved['quick'] else ''}: {m['cpu']}, {m['cores']} cores, "
+        commit = f" of commit {saved['commit']}" if saved.get("commit") else ""
+        print(f"Run {saved['date']}{commit}{' (--quick)' if saved['quick'] else ''}: {m['cpu']}, {m['cores']} cores, "
               f"Python {m['python']}, gevent {m['gevent']}; {m['pinning']}; "
               f"{saved['wall_seconds']:.0f} s in all.\n")
         print(table_markdown(table))

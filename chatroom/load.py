@@ -39,6 +39,15 @@ import sys
 import threading
 import time
 
+import gevent
+import gevent.event
+from gevent import socket
+from gevent.pool import Pool
+from gevent.socket import wait_read
+
+from . import protocol
+from . import server as chat_server
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Connects (and their handshakes) in flight at once per process: far below the server's listen
@@ -149,9 +158,6 @@ class Client:
         self.closed = None  #: why the connection ended, once it has
 
     def connect(self, host, port, source, room):
-        from gevent import socket
-
-        from . import protocol
 
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -210,17 +216,14 @@ class CheckedReceiver(Client):
         self.latencies = array.array("q")  #: ns from send to receipt, one per data line
         self.finals = {}  #: sender index -> lines it says it sent (from its end marker)
         self.markers = markers  #: end markers to see before this receiver has everything
-        self.done = None  #: gevent Event, set once every end marker has arrived
+        self.done = gevent.event.Event()  #: set once every end marker has arrived
+        if markers <= 0:
+            self.done.set()
         self.last_ns = 0  #: when the last data line arrived
         self.bye = None
         self.pong = -1  #: highest PONG token seen (senders pace on it without checked receivers)
 
     def run(self):
-        import gevent.event
-
-        self.done = gevent.event.Event()
-        if self.markers <= 0:
-            self.done.set()
         recv = self.sock.recv
         feed = self.framer.feed
         last = self.last
@@ -350,8 +353,6 @@ class Sender(CheckedReceiver):
         return self.pong
 
     def say(self, cfg, t0, deadline):
-        import gevent
-
         sendall = self.sock.sendall
         clock = time.monotonic_ns
         head = b"SEND L " + self.key + b" "
@@ -444,9 +445,6 @@ class Worker:
 
     def connect(self):
         """Connect every client (idle ones first), at most CONNECT_CONCURRENCY at once."""
-        import gevent
-        from gevent.pool import Pool
-
         cfg = self.cfg
         started = time.monotonic()
         pool = Pool(CONNECT_CONCURRENCY)
@@ -483,8 +481,6 @@ class Worker:
         ``on_drained()`` is called once every line is in (or the drain gave up), before the
         checks of stalled and idle clients that end a run.
         """
-        import gevent
-
         cfg = self.cfg
         cpu = own_cpu()
         deadline = t0 + int(cfg.duration * 1e9)
@@ -499,15 +495,12 @@ class Worker:
 
     def _drain(self):
         """Wait for lines in flight: until all arrived, or none for DRAIN_SECONDS, or DRAIN_LIMIT."""
-        import gevent
-
         clock = time.monotonic
         hard_end = clock() + DRAIN_LIMIT
         seen = -1
         quiet_since = clock()
         while clock() < hard_end:
-            if all(r.done is not None and r.done.is_set()
-                   for r in self.checked + self.senders if r.closed is None):
+            if all(r.done.is_set() for r in self.checked + self.senders if r.closed is None):
                 expected = self._expected_lines()
                 if expected is not None and all(
                         r.lines >= expected for r in self.counting if r.closed is None):
@@ -522,8 +515,6 @@ class Worker:
 
     def _check_idle(self):
         """A PING round trip on every idle client: still connected, and heard nothing else?"""
-        from gevent.pool import Pool
-
         pool = Pool(CONNECT_CONCURRENCY)
         answers = pool.map(_idle_round_trip, [c for c, _ in self.idle])
         self.idle_alive = sum(1 for heard in answers if heard is not None)
@@ -585,8 +576,6 @@ class Worker:
         }
 
     def close(self):
-        import gevent
-
         gevent.killall(self.readers, block=False)
         for c in self.receivers + self.senders + self.stalled:
             c.close()
@@ -629,8 +618,6 @@ def _idle_round_trip(client):
 
 def _drained_to_eof(sock):
     """Read a stalled client's backlog, bounded; True if the server had closed it (EOF)."""
-    from gevent import socket
-
     end = time.monotonic() + STALLED_DRAIN_SECONDS
     got = 0
     try:
@@ -947,8 +934,6 @@ class Progress:
 
 def run_in_process(cfg, watch, progress):
     """Run every client in this process; returns the merged result."""
-    import gevent
-
     worker = Worker(cfg)
     watch.sample("baseline")
     try:
@@ -1071,9 +1056,6 @@ def _next_event(events, deadline, what):
 
 def worker_main(cfg_json):
     """Hidden ``--worker`` mode: connect, say ready, wait for ``go T0``, run, print the result."""
-    import gevent
-    from gevent.socket import wait_read
-
     cfg = Config(**json.loads(cfg_json))
     raise_nofile_limit()
 
@@ -1113,15 +1095,9 @@ def worker_main(cfg_json):
 
 
 def raise_nofile_limit():
-    """Raise the open-files soft limit to the hard limit; returns (before, after)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            return soft, hard
-        except (ValueError, OSError):
-            pass
-    return soft, soft
+    """Raise the open-files soft limit to the hard limit (as the server does); (before, after)."""
+    before, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return before, chat_server.raise_nofile_limit()
 
 
 def build_parser():
@@ -1160,11 +1136,10 @@ def build_parser():
 
 
 def config_from_args(args):
-    from .server import DEFAULT_HOST, DEFAULT_PORT
-
     check = -1 if args.check == "all" else int(args.check)
     cfg = Config(
-        host=args.host or DEFAULT_HOST, port=args.port if args.port is not None else DEFAULT_PORT,
+        host=args.host or chat_server.DEFAULT_HOST,
+        port=args.port if args.port is not None else chat_server.DEFAULT_PORT,
         room=args.room, receivers=args.receivers, senders=args.senders, idle=args.idle,
         stalled=args.stalled, messages=args.messages, duration=args.duration, rate=args.rate,
         size=args.size, window=args.window, check=check, source_addrs=args.source_addrs,
@@ -1172,6 +1147,8 @@ def config_from_args(args):
     for name in ("receivers", "senders", "idle", "stalled", "messages"):
         if getattr(cfg, name) < 0:
             raise SystemExit(f"chat-load: --{name} must not be negative")
+    if not 1 <= cfg.source_addrs <= 254:
+        raise SystemExit("chat-load: --source-addrs must be 1 to 254 (127.0.0.1 .. 127.0.0.254)")
     if cfg.window < 1 or cfg.duration <= 0 or cfg.size < 1:
         raise SystemExit("chat-load: --window, --duration and --size must be positive")
     return cfg
