@@ -30,7 +30,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,31}\Z")
 
 #: Characters never allowed in relayed text: C0 controls (escape sequences start with ESC),
 #: DEL, C1 controls, and the bidi embedding/override/isolate characters that reorder a line.
-_BAD_TEXT_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+BAD_TEXT_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT")
 
@@ -141,6 +141,7 @@ class LineFramer:
         if raw > NO_LINE_END_LIMIT:
             self.closed = True
             self._partial = b""
+            self._discarding = self._unterminated = 0
             return NoLineEnd(raw)
         return LineTooLong(size)
 
@@ -162,7 +163,7 @@ class Command:
 
 def check_text(text):
     """Raise ``bad-text`` unless ``text`` is safe to relay to other people's terminals."""
-    if _BAD_TEXT_RE.search(text):
+    if BAD_TEXT_RE.search(text):
         raise ProtocolError("bad-text", "text must not contain control characters or escape sequences")
     return text
 
@@ -215,7 +216,7 @@ def parse_command(line):
 
 def check_printable(text):
     """``text`` with anything unsafe to echo back replaced by ``?``."""
-    return _BAD_TEXT_RE.sub("?", text)
+    return BAD_TEXT_RE.sub("?", text)
 
 
 def format_command(name, *args):

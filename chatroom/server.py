@@ -75,6 +75,8 @@ CLOSE_LINGER = 2.0
 RESERVED_FDS = 32
 #: Listen backlog: room for a burst of connects while the accept loop catches up.
 BACKLOG = 1024
+#: Shortest wait, in seconds, the writer schedules (a deadline already due is checked at once).
+WAIT_MIN = 0.001
 #: Bounds, in seconds, of the idle sweep's period (a quarter of the shortest timeout between).
 SWEEP_MIN = 0.05
 SWEEP_MAX = 1.0
@@ -197,7 +199,7 @@ class ChatServer(StreamServer):
         gevent.spawn(self._read, client)
 
     def _read(self, client):
-        """Read and run lines until the socket is empty, then park on the read watcher."""
+        """Read once and run the lines, then park on the read watcher until more arrives."""
         sock = client.sock
         reason = None
         try:
@@ -219,10 +221,11 @@ class ChatServer(StreamServer):
                 client.last_seen = self.loop.now()
                 client.ping_sent = 0.0
                 reason = self._run_chunk(client, data)
-                if reason is None:
-                    gevent.sleep(0)  # a client with a backlog must not starve the others
-                    if client.closing:
-                        return
+                if reason is None and not client.closing:
+                    # One read a turn: the loop polls every socket before this one's next read,
+                    # so a client with a backlog cannot starve the others (nor delay the flush).
+                    client.watcher.start(self._on_readable, client)
+                    return
         except OSError:
             reason = "disconnected"
         except Exception:
@@ -415,14 +418,35 @@ class ChatServer(StreamServer):
                 return
 
     def _write_loop(self, client):
-        """A client's socket is full: wait until it drains, send, repeat until nothing is queued."""
+        """A client's socket is full: wait until it drains, send, repeat until nothing is queued.
+
+        Bounded twice: the send deadline (no byte taken for that long) and the soft outbox
+        limit (over it for that long), so a stuck client goes even when its room is quiet.
+        """
         sock = client.sock
         fileno = sock.fileno()
         registry = self.registry
+        clock = registry.clock
         soft = registry.soft_limit
+        progress = clock()  # when the socket last took a byte
         try:
             while True:
-                wait_write(fileno, timeout=self.send_timeout, timeout_exc=_SendTimeout)
+                now = clock()
+                timeout = progress + self.send_timeout - now
+                if soft and client.soft_since is not None:
+                    timeout = min(timeout, client.soft_since + registry.soft_seconds - now)
+                try:
+                    wait_write(fileno, timeout=max(WAIT_MIN, timeout), timeout_exc=_SendTimeout)
+                except _SendTimeout:
+                    now = clock()
+                    if (soft and client.soft_since is not None and client.queued > soft
+                            and now - client.soft_since >= registry.soft_seconds):
+                        registry.evict(client, "slow-consumer")
+                        return
+                    if now - progress >= self.send_timeout:
+                        registry.evict(client, "send-timeout")
+                        return
+                    continue
                 while True:  # send until the kernel is full again or nothing is left
                     data = client.pending
                     if not data:
@@ -435,18 +459,14 @@ class ChatServer(StreamServer):
                         sent = sock.send(data, 0, 0.0)
                     except BlockingIOError:
                         sent = 0
+                    if sent:
+                        progress = clock()
                     client.queued -= sent
                     client.pending = data[sent:]
                     if sent < len(data):
                         break
-                if soft and client.soft_since is not None:
-                    if client.queued <= soft:
-                        client.soft_since = None
-                    elif registry.clock() - client.soft_since > registry.soft_seconds:
-                        registry.evict(client, "slow-consumer")
-                        return
-        except _SendTimeout:
-            registry.evict(client, "send-timeout")
+                if soft and client.soft_since is not None and client.queued <= soft:
+                    client.soft_since = None
         except OSError:
             pass  # the peer went away; the reader finds out and closes
         finally:
@@ -635,15 +655,6 @@ def main(argv=None):
         args.max_clients = max(1, nofile - RESERVED_FDS - REJECT_SLOTS)
         log.warning("open-files limit is %d: --max-clients lowered to %d", nofile, args.max_clients)
     server = make_server(args)
-    try:
-        server.start()
-    except OSError as err:
-        log.error("cannot listen on %s:%s: %s", args.host, args.port, err)
-        return 1
-    host, port = server.address[:2]
-    log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
-             format_addr((host, port)), args.max_clients, nofile, os.getpid())
-
     done = gevent.event.Event()
 
     def on_signal():
@@ -652,9 +663,18 @@ def main(argv=None):
     def on_stats():
         log.info("Stats: %s", " ".join(f"{k}={v}" for k, v in server.stats().items()))
 
+    # Installed before the server says it listens: whoever waits for that line may signal at once.
     gevent.signal_handler(signal.SIGUSR1, on_stats)
     gevent.signal_handler(signal.SIGTERM, on_signal)
     gevent.signal_handler(signal.SIGINT, on_signal)
+    try:
+        server.start()
+    except OSError as err:
+        log.error("cannot listen on %s:%s: %s", args.host, args.port, err)
+        return 1
+    host, port = server.address[:2]
+    log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
+             format_addr((host, port)), args.max_clients, nofile, os.getpid())
     done.wait()
     log.info("Server stopped")
     return 0
