@@ -84,7 +84,7 @@ _ONE_NAME = ("NICK", "JOIN")
 #: What sanitize() neutralizes: exactly the characters the protocol refuses in relayed text
 #: (C0 controls, so every escape sequence: CSI, OSC, DCS, bracketed-paste markers; DEL; C1
 #: controls, including the one-byte CSI; bidi embeddings, overrides and isolates).
-_UNSAFE_RE = protocol._BAD_TEXT_RE
+_UNSAFE_RE = protocol.BAD_TEXT_RE
 
 
 # -- pure functions: what is shown, what was typed -----------------------------------------------
