@@ -300,7 +300,7 @@ def test_non_reading_client_is_dropped_by_each_limit(start_server, clients, stuc
     elif case == "soft-limit":
         assert 16 * 1024 < queued <= 16 * MIB
     assert dropped_lines(server, frozen.id) == 1
-    assert sender.sync() is not None
+    sender.sync()  # the sender was never disturbed
 
 
 def test_soft_limit_drops_a_non_reader_in_a_busy_room_too(start_server, clients, stuck):
@@ -430,7 +430,7 @@ def test_per_ip_limit_refuses_a_third_from_one_address_but_not_another(start_ser
     a.close()
     server.wait_for(rf"Connection closed with {re.escape(a.id)}")
     assert clients(server).id.startswith("127.0.0.1:")
-    assert b.sync() is not None
+    b.sync()  # the others were never disturbed
 
 
 # -- shutdown and start-up ------------------------------------------------------------------------

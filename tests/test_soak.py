@@ -94,7 +94,10 @@ class SoakClient:
         waiter = gevent.event.AsyncResult()
         self._want = (predicate, waiter)
         self.send(line)
-        return waiter.get(timeout=timeout)
+        try:
+            return waiter.get(timeout=timeout)
+        except gevent.Timeout:
+            raise AssertionError(f"{self.key}: no answer to {line!r}; last line {self.last!r}") from None
 
     def sync(self, token="sync"):
         return self.request(f"PING {token}", lambda ev: ev.name == "PONG" and ev.args == (token,))
@@ -387,6 +390,7 @@ def run_soak(start_server, clients, rounds, seconds, check_memory=True, seed=Non
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(600)  # four rounds of 30 s and their checks: about two and a half minutes
 def test_soak(start_server):
     run_soak(start_server, clients=int(os.environ.get("SOAK_CLIENTS", 400)),
              rounds=int(os.environ.get("SOAK_ROUNDS", 4)),
