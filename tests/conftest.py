@@ -96,8 +96,9 @@ class ServerProcess:
 class LineClient:
     """A raw socket client speaking lines, with a bounded wait on every read."""
 
-    def __init__(self, port, host="127.0.0.1", hello=True, timeout=WAIT):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", hello=True, timeout=WAIT, source=None):
+        source_address = (source, 0) if source else None  # e.g. "127.0.0.2": another client IP
+        self.sock = socket.create_connection((host, port), timeout, source_address)
         self.timeout = timeout
         self._buf = b""
         self.id = None

@@ -14,14 +14,13 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from chatroom import protocol
-from conftest import ROOT, WAIT, wait_until
+from conftest import ROOT, WAIT
 
 #: Longest server line the readers here accept (a WHO of a big room is long, but not this long).
 MAX_EVENT = 1 << 20
@@ -415,17 +414,13 @@ def test_connections_over_max_clients_are_refused_until_one_leaves(start_server,
     assert again.id
 
 
-def test_per_ip_limit_refuses_a_third_from_one_address_but_not_another(start_server, clients, monkeypatch):
+def test_per_ip_limit_refuses_a_third_from_one_address_but_not_another(start_server, clients):
     server = start_server("--max-per-ip", 2)
     a, b = clients(server), clients(server)
     third = clients(server, hello=False)
     assert third.expect_closed() == ["BYE too-many-connections"]
     server.wait_for(r"Refused 127\.0\.0\.1:\d+: too-many-connections")
-    real_connect = socket.create_connection
-    with monkeypatch.context() as m:  # LineClient connects from 127.0.0.2 in this block
-        m.setattr(socket, "create_connection",
-                  lambda address, timeout=None: real_connect(address, timeout, ("127.0.0.2", 0)))
-        other = clients(server)
+    other = clients(server, source="127.0.0.2")
     assert other.id.startswith("127.0.0.2:")
     a.close()
     server.wait_for(rf"Connection closed with {re.escape(a.id)}")
