@@ -67,16 +67,20 @@ DRAIN_SECONDS = 5.0
 DRAIN_LIMIT = 30.0
 #: Seconds between looks at the receivers' progress while draining.
 DRAIN_POLL = 0.05
-#: Seconds between a window-blocked sender's looks at its receivers' progress.
-PACE_POLL = 0.001
+#: Longest a window-blocked sender waits before it looks at its receivers' progress again (it
+#: is woken as soon as a checked receiver reads anything, so this only bounds a missed wake-up).
+PACE_WAIT = 0.05
 #: Most lines a sender writes in one sendall.
 BATCH = 16
 #: Default lines one sender may have in flight beyond its slowest checked receiver. With 10
 #: senders of 64-byte lines that is some 120 KiB queued per reader, half the server's soft
 #: slow-consumer limit (256 KiB).
 DEFAULT_WINDOW = 128
-#: Default checked (fully verified, timed) receivers per process.
-DEFAULT_CHECK = 16
+#: Default checked (fully verified, timed) clients per process. Senders pace on them, and a
+#: checked client costs the generator some 0.7 us a line against 0.06 us for a counting one, so
+#: each one more holds the whole room back: at 100/10, 16 of them cap a run at half of what 2
+#: let the server reach. Two still time and check every line of every sender.
+DEFAULT_CHECK = 2
 #: Most checked receivers a sender looks at for its window (evenly spread over them).
 PACE_SAMPLE = 16
 #: Default message text size in bytes (the text after ``SEND``).
@@ -204,7 +208,7 @@ class CheckedReceiver(Client):
     """Frames every line; checks per-sender order, loss and duplicates; records latency."""
 
     __slots__ = ("last", "missing", "count", "duplicates", "out_of_order", "latencies", "finals",
-                 "markers", "done", "last_ns", "bye", "pong")
+                 "markers", "done", "last_ns", "bye", "pong", "pacer")
 
     def __init__(self, markers):
         super().__init__()
@@ -222,10 +226,12 @@ class CheckedReceiver(Client):
         self.last_ns = 0  #: when the last data line arrived
         self.bye = None
         self.pong = -1  #: highest PONG token seen (senders pace on it without checked receivers)
+        self.pacer = None  #: the :class:`Pacer` to tell of progress, if senders pace on this client
 
     def run(self):
         recv = self.sock.recv
         feed = self.framer.feed
+        pacer = self.pacer
         last = self.last
         lat = self.latencies.append
         clock = time.monotonic_ns
@@ -255,6 +261,8 @@ class CheckedReceiver(Client):
                 if n:
                     self.count += n
                     self.last_ns = now
+                    if pacer is not None and pacer.waiting:
+                        pacer.event.set()
         except OSError as err:
             self.closed = self.bye or f"error: {err}"
 
@@ -282,6 +290,8 @@ class CheckedReceiver(Client):
                 self.done.set()
         elif name == b"PONG" and len(f) == 2 and f[1].isdigit():
             self.pong = max(self.pong, int(f[1]))
+            if self.pacer is not None:
+                self.pacer.event.set()
         elif name == b"BYE":
             self.bye = b" ".join(f[1:]).decode(errors="replace")
 
@@ -293,16 +303,17 @@ class CheckedReceiver(Client):
 class CountingReceiver(Client):
     """Counts ``MSG`` lines with ``bytes.count`` only: no per-line Python work at all."""
 
-    __slots__ = ("lines", "last_ns")
+    __slots__ = ("lines", "last_ns", "markers")
 
     #: One receive buffer shared by every counting receiver of a process: a greenlet fills it and
     #: counts it before it can yield, so no two use it at once.
     buffer = None
 
-    def __init__(self):
+    def __init__(self, markers):
         super().__init__()
         self.lines = 0  #: ``MSG`` lines (data and end markers) since the barrier
         self.last_ns = 0
+        self.markers = markers  #: end markers among those lines, once all have come
 
     def run(self):
         if CountingReceiver.buffer is None:
@@ -332,28 +343,51 @@ class CountingReceiver(Client):
             self.closed = f"error: {err}"
 
 
-class Sender(CheckedReceiver):
-    """A checked receiver (of the other senders) that also says its lines, paced by a window."""
+class Pacer:
+    """Wakes the senders blocked on their window when a checked client they pace on reads."""
 
-    __slots__ = ("index", "key", "sent", "pace", "end_ns")
+    __slots__ = ("event", "waiting")
 
-    def __init__(self, index, markers):
-        super().__init__(markers)
+    def __init__(self):
+        self.event = gevent.event.Event()
+        self.waiting = 0  #: senders waiting; readers skip the wake-up while there are none
+
+    def wait(self):
+        self.waiting += 1
+        try:
+            self.event.wait(PACE_WAIT)
+        finally:
+            self.waiting -= 1
+
+
+class Talker:
+    """One sender's lines, said through a receiving client's socket and paced by a window.
+
+    The client (checked or counting) goes on reading what the other senders say; the talker only
+    writes. Its window is measured on ``pace``, checked clients in the same process; a talker
+    with none (it is alone) paces on ``PING``/``PONG`` round trips, its own client being checked.
+    """
+
+    __slots__ = ("client", "index", "key", "sent", "pace", "pacer", "end_ns")
+
+    def __init__(self, client, index, pacer):
+        self.client = client
+        self.pacer = pacer
         self.index = index
         self.key = str(index).encode()
         self.sent = 0
         self.end_ns = 0  #: when this sender stopped (its last line written, or its deadline)
-        self.pace = ()  #: checked receivers whose progress bounds this sender's window
+        self.pace = ()
 
     def acked(self):
-        """Highest seq of ours that every pace receiver has (or the server answered, without any)."""
+        """Highest seq of ours that every pace client has (or the server answered, without any)."""
         key = self.key
         if self.pace:
             return min(r.last.get(key, -1) for r in self.pace)
-        return self.pong
+        return self.client.pong
 
     def say(self, cfg, t0, deadline):
-        sendall = self.sock.sendall
+        sendall = self.client.sock.sendall
         clock = time.monotonic_ns
         head = b"SEND L " + self.key + b" "
         header_len = len(head) + len(b"%d %d " % (cfg.messages, t0)) - len(b"SEND ")
@@ -378,7 +412,11 @@ class Sender(CheckedReceiver):
                         continue
                     n = min(n, due)
                 if n <= 0:
-                    gevent.sleep(PACE_POLL)
+                    # Clear, look again, then wait: no wake-up is lost in between (greenlets
+                    # switch only when one waits).
+                    self.pacer.event.clear()
+                    if window - (seq - 1 - self.acked()) <= 0:
+                        self.pacer.wait()
                     continue
                 stamp = b" %d " % now + pad + b"\n"
                 batch = b"".join([head + b"%d" % i + stamp for i in range(seq, seq + n)])
@@ -389,7 +427,7 @@ class Sender(CheckedReceiver):
                 self.sent = seq
             sendall(b"SEND E " + self.key + b" %d\n" % seq)
         except OSError as err:
-            self.closed = self.closed or f"error: {err}"
+            self.client.closed = self.client.closed or f"error: {err}"
         finally:
             self.end_ns = clock()
 
@@ -406,21 +444,31 @@ class Worker:
         n_send, first_sender = cfg.share(cfg.senders)
         n_idle, first_idle = cfg.share(cfg.idle)
         n_stalled, _ = cfg.share(cfg.stalled)
-        checks = n_recv if cfg.check < 0 else min(n_recv, max(1, cfg.check))
-        checked_at = {round(j * n_recv / checks) for j in range(checks)} if checks else set()
-        markers = cfg.senders
-        self.receivers = [CheckedReceiver(markers) if i in checked_at else CountingReceiver()
-                          for i in range(n_recv)]
-        self.checked = [r for r in self.receivers if type(r) is CheckedReceiver]
-        self.counting = [r for r in self.receivers if type(r) is CountingReceiver]
-        self.senders = [Sender(first_sender + i, markers - 1) for i in range(n_send)]
+        # Every client in the room receives: the receivers, and the senders (the others' lines).
+        # The checked ones are spread evenly over all of them.
+        hearing = n_recv + n_send
+        checks = hearing if cfg.check < 0 else min(hearing, max(1, cfg.check))
+        checked_at = {round(j * hearing / checks) for j in range(checks)} if checks else set()
+        self.hearing = []
+        for i in range(hearing):
+            markers = cfg.senders - (1 if i >= n_recv else 0)  # a sender hears all others' ends
+            kind = CheckedReceiver if i in checked_at else CountingReceiver
+            self.hearing.append(kind(markers))
+        self.receivers = self.hearing[:n_recv]
+        pacer = Pacer()
+        self.talkers = [Talker(c, first_sender + k, pacer)
+                        for k, c in enumerate(self.hearing[n_recv:])]
+        self.checked = [c for c in self.hearing if type(c) is CheckedReceiver]
+        self.counting = [c for c in self.hearing if type(c) is CountingReceiver]
         self.idle = [(Client(), f"idle-{first_idle + i}") for i in range(n_idle)]
         self.stalled = [Client() for _ in range(n_stalled)]
-        pace = self.checked
-        if len(pace) > PACE_SAMPLE:
-            pace = [pace[round(j * len(pace) / PACE_SAMPLE)] for j in range(PACE_SAMPLE)]
-        for s in self.senders:
-            s.pace = pace or [o for o in self.senders if o is not s][:PACE_SAMPLE]
+        for t in self.talkers:
+            pace = [c for c in self.checked if c is not t.client]
+            if len(pace) > PACE_SAMPLE:
+                pace = [pace[round(j * len(pace) / PACE_SAMPLE)] for j in range(PACE_SAMPLE)]
+            t.pace = pace  # empty only when t's own client is the one checked client
+            for c in pace or [t.client]:
+                c.pacer = pacer
         self.readers = []
         self.connect_seconds = 0.0
         self.stalled_dropped = 0
@@ -430,7 +478,7 @@ class Worker:
 
     @property
     def clients(self):
-        return len(self.receivers) + len(self.senders) + len(self.idle) + len(self.stalled)
+        return len(self.hearing) + len(self.idle) + len(self.stalled)
 
     def sources(self):
         """Source address for each of this process's connections, spread over --source-addrs."""
@@ -450,7 +498,7 @@ class Worker:
         pool = Pool(CONNECT_CONCURRENCY)
         source = self.sources()
         jobs = [(c, room) for c, room in self.idle]
-        jobs += [(c, cfg.room) for c in self.receivers + self.stalled + self.senders]
+        jobs += [(c, cfg.room) for c in self.stalled + self.hearing]
         failures = []
 
         def one(client, room, src):
@@ -484,8 +532,8 @@ class Worker:
         cfg = self.cfg
         cpu = own_cpu()
         deadline = t0 + int(cfg.duration * 1e9)
-        talkers = [gevent.spawn(s.say, cfg, t0, deadline) for s in self.senders]
-        gevent.joinall(talkers, timeout=max(0.0, (deadline - time.monotonic_ns()) / 1e9) + 1.0)
+        talking = [gevent.spawn(t.say, cfg, t0, deadline) for t in self.talkers]
+        gevent.joinall(talking, timeout=max(0.0, (deadline - time.monotonic_ns()) / 1e9) + 1.0)
         self._drain()
         self.cpu_seconds = own_cpu() - cpu
         if on_drained is not None:
@@ -500,10 +548,11 @@ class Worker:
         seen = -1
         quiet_since = clock()
         while clock() < hard_end:
-            if all(r.done.is_set() for r in self.checked + self.senders if r.closed is None):
-                expected = self._expected_lines()
-                if expected is not None and all(
-                        r.lines >= expected for r in self.counting if r.closed is None):
+            if all(c.done.is_set() for c in self.checked if c.closed is None):
+                total = self._total_sent()
+                if total is not None and all(
+                        c.lines >= self._expected_data(c, total) + c.markers
+                        for c in self.counting if c.closed is None):
                     return
             delivered = self.progress()["delivered"]
             if delivered != seen:
@@ -520,53 +569,51 @@ class Worker:
         self.idle_alive = sum(1 for heard in answers if heard is not None)
         self.idle_heard = sum(heard for heard in answers if heard)
 
-    def _expected_lines(self):
-        """``MSG`` lines a counting receiver should get (data plus end markers), if known."""
+    def _total_sent(self):
+        """Lines all senders (in every process) sent, once every end marker is known, else None."""
         finals = {}
-        for r in self.checked:
-            finals.update(r.finals)
-        if len(finals) < self.cfg.senders:
-            return None
-        return sum(finals.values()) + self.cfg.senders
+        for c in self.checked:
+            finals.update(c.finals)
+        for t in self.talkers:
+            finals[t.key] = t.sent
+        return sum(finals.values()) if len(finals) >= self.cfg.senders else None
+
+    def _expected_data(self, client, total):
+        """Data lines ``client`` should hear: everything sent, less its own if it is a sender."""
+        own = next((t.sent for t in self.talkers if t.client is client), 0)
+        return total - own
 
     def progress(self):
         return {
-            "sent": sum(s.sent for s in self.senders),
-            "delivered": sum(r.count for r in self.checked) + sum(r.count for r in self.senders)
-            + sum(max(0, r.lines - self.cfg.senders) for r in self.counting),
+            "sent": sum(t.sent for t in self.talkers),
+            "delivered": sum(c.count for c in self.checked)
+            + sum(max(0, c.lines - c.markers) for c in self.counting),
         }
 
     def result(self):
         """This process's figures as plain data (JSON-able), for merging."""
-        cfg = self.cfg
-        checked = self.checked + self.senders
-        finals = {}
-        for r in checked:
-            finals.update(r.finals)
-        markers = len(finals) if len(finals) == cfg.senders else cfg.senders
+        total = self._total_sent()
         counted = 0
         extra = 0
-        for r in self.counting:
-            data = max(0, r.lines - markers)
-            total = sum(finals.values()) if len(finals) == cfg.senders else data
-            counted += min(data, total)
-            extra += max(0, data - total)
+        for c in self.counting:
+            data = max(0, c.lines - c.markers)
+            expected = self._expected_data(c, total) if total is not None else data
+            counted += min(data, expected)
+            extra += max(0, data - expected)
+        checked = self.checked
         hist = collections.Counter(map(_bucket, _all_latencies(checked)))
-        lat_max = max((max(r.latencies) for r in checked if r.latencies), default=0)
-        lat_sum = sum(sum(r.latencies) for r in checked)
-        closed = collections.Counter(
-            c.closed for c in self.receivers + self.senders if c.closed is not None)
+        closed = collections.Counter(c.closed for c in self.hearing if c.closed is not None)
         return {
-            "sent": sum(s.sent for s in self.senders),
-            "delivered": sum(r.unique for r in checked) + counted,
-            "duplicates": sum(r.duplicates for r in checked) + extra,
-            "out_of_order": sum(r.out_of_order for r in checked),
+            "sent": sum(t.sent for t in self.talkers),
+            "delivered": sum(c.unique for c in checked) + counted,
+            "duplicates": sum(c.duplicates for c in checked) + extra,
+            "out_of_order": sum(c.out_of_order for c in checked),
             "checked": len(checked),
-            "last_ns": max((r.last_ns for r in self.receivers + self.senders), default=0),
-            "senders_end_ns": max((s.end_ns for s in self.senders), default=0),
+            "last_ns": max((c.last_ns for c in self.hearing), default=0),
+            "senders_end_ns": max((t.end_ns for t in self.talkers), default=0),
             "latency_hist": {str(k): v for k, v in hist.items()},
-            "latency_max_ns": lat_max,
-            "latency_sum_ns": lat_sum,
+            "latency_max_ns": max((max(c.latencies) for c in checked if c.latencies), default=0),
+            "latency_sum_ns": sum(sum(c.latencies) for c in checked),
             "disconnected": dict(closed),
             "stalled_dropped": self.stalled_dropped,
             "idle_alive": self.idle_alive,
@@ -577,7 +624,7 @@ class Worker:
 
     def close(self):
         gevent.killall(self.readers, block=False)
-        for c in self.receivers + self.senders + self.stalled:
+        for c in self.hearing + self.stalled:
             c.close()
         for c, _ in self.idle:
             c.close()
