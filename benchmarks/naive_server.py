@@ -3,9 +3,11 @@
 
 One greenlet per client reads lines with ``makefile().readline()``; a ``SEND`` is relayed by the
 sender's own greenlet with one blocking ``sendall`` per peer, so the room moves at the pace of its
-slowest reader. Global dict of rooms, no limits, no outboxes. Commands: ``JOIN room`` (confirmed
-to the joiner only, no presence announcements), ``SEND text`` (``MSG room from text`` to the
-others), ``PING [token]`` (``PONG``) and ``QUIT``. Not for use: it exists to be measured against.
+slowest reader, and when two senders' greenlets both block writing to one full socket, gevent
+refuses the second (``ConcurrentObjectUseError``) and that sender's connection dies. Global dict
+of rooms, no limits, no outboxes. Commands: ``JOIN room`` (confirmed to the joiner only, no
+presence announcements), ``SEND text`` (``MSG room from text`` to the others), ``PING [token]``
+(``PONG``) and ``QUIT``. Not for use: it exists to be measured against.
 """
 
 import argparse

@@ -37,8 +37,8 @@ NOFILE_FOR_10K = 10_000 + load.FD_RESERVE
 #: Share of the machine's CPU (in cores) used by other programs during a run above which the
 #: table flags the run: its figures measure the neighbours as much as the server.
 BUSY_MACHINE = 0.1
-#: One-minute load average above which the benchmark warns before it starts.
-BUSY_LOADAVG = 0.5
+#: Seconds the machine's CPU use is sampled before the runs, to warn if it is busy already.
+BUSY_SAMPLE = 1.0
 
 SERVERS = {
     "chatroom": load.chat_server_command(),
@@ -498,10 +498,12 @@ def main(argv=None):
             if need not in selected:
                 selected.insert(selected.index(name), need)
     check_nofile(selected)
-    busy = os.getloadavg()[0]
-    if busy > BUSY_LOADAVG:
-        sys.stderr.write(f"warning: load average is {busy:.1f}: other programs are running, so the "
-                         f"figures will be low and noisy (the table flags each run they disturbed)\n")
+    before = machine_busy()
+    time.sleep(BUSY_SAMPLE)
+    busy = (machine_busy() - before) / BUSY_SAMPLE
+    if busy > BUSY_MACHINE:
+        sys.stderr.write(f"warning: other programs are using {busy:.0%} CPU: the figures will be low "
+                         f"and noisy (the table flags each run they disturbed)\n")
     info = machine()
     sys.stderr.write(f"{info['cpu']}, {info['cores']} cores, Python {info['python']}, "
                      f"gevent {info['gevent']}; pinning: {info['pinning']}\n")
