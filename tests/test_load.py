@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, free_port, wait_until
 
 #: Seconds one load run may take before the test fails (runs here take about a second).
 RUN_TIMEOUT = 60
@@ -58,7 +58,7 @@ def test_counting_receivers_against_a_running_server(start_server):
     assert_clean(r, 45, 5, 400)
     assert r["clients"]["checked"] == 3  # spread over receivers and senders alike
     assert r["server_rss_kib"]["connected"] > 0
-    assert server.count(r"Connection has been established") == 50
+    wait_until(lambda: server.count(r"Connection has been established") == 50)
 
 
 def test_two_processes_split_the_clients():
@@ -75,7 +75,7 @@ def test_idle_clients_stay_connected_and_hear_nothing(start_server):
                   "--idle", 20, "--source-addrs", 3)
     assert_clean(r, 10, 2, 100)
     assert r["clients"]["idle"] == 20 and r["clients"]["total"] == 32
-    assert server.count(r"Connection has been established with 127\.0\.0\.3:") > 0
+    wait_until(lambda: server.count(r"Connection has been established with 127\.0\.0\.3:") > 0)
     assert r["idle_alive"] == 20 and r["idle_heard"] == 0
     assert server.count(r"Dropped ") == 0
 
@@ -99,8 +99,6 @@ def test_summary_at_a_steady_rate():
 
 
 def test_setup_failure_is_reported():
-    from conftest import free_port
-
     done = chat_load("--port", free_port(), "--receivers", 2, "--senders", 1)
     assert done.returncode == 2
     assert "failed to connect" in done.stderr
