@@ -610,6 +610,19 @@ def build_parser():
       help="seconds a shutdown waits for clients to take their last bytes (default %(default)s)")
     a("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
       help="log level (default %(default)s)")
+    from .cluster import DEFAULT_TTL, node_name, redis_url  # no redis import: that waits for --redis
+
+    a("--redis", type=redis_url, metavar="URL",
+      help="join the cluster of servers sharing rooms, nicknames and messages over the Redis at "
+           "URL, redis://HOST:PORT/DB (default: none, this server alone)")
+    a("--node", type=node_name, help="this server's name in the cluster (default: hostname-pid)")
+    a("--cluster-ttl", type=float, default=DEFAULT_TTL,
+      help="seconds a dead node's members and nicknames outlive it (default %(default)s)")
+    a("--workers", type=int, default=1,
+      help="server processes sharing the port, each a cluster node; >1 needs --redis "
+           "(default %(default)s)")
+    a("--reuse-port", action="store_true",
+      help="bind with SO_REUSEPORT so several servers share the port (default off)")
     return p
 
 
@@ -622,14 +635,24 @@ def _line_limit(text):
 
 
 def make_server(args):
-    """Build a :class:`ChatServer` from parsed command-line ``args`` (not yet started)."""
-    registry = Registry(
+    """Build a :class:`ChatServer` from parsed command-line ``args`` (not yet started).
+
+    With ``--reuse-port`` the listening socket is bound here; with ``--redis`` the registry is a
+    cluster node's (its link to Redis starts with ``registry.start()``).
+    """
+    limits = dict(
         outbox_limit=args.outbox_limit,
         soft_limit=args.outbox_soft_limit,
         soft_seconds=args.outbox_soft_seconds,
         presence_limit=args.presence_limit,
     )
-    return ChatServer(
+    if args.redis:
+        from .cluster import ClusterRegistry
+
+        registry = ClusterRegistry(args.redis, args.node, args.cluster_ttl, **limits)
+    else:
+        registry = Registry(**limits)
+    server = ChatServer(
         (args.host, args.port),
         registry=registry,
         max_clients=args.max_clients,
@@ -642,19 +665,43 @@ def make_server(args):
         ping_timeout=args.ping_timeout,
         shutdown_timeout=args.shutdown_timeout,
     )
+    if args.reuse_port:
+        from .cluster import reuse_port_socket
+
+        server.set_listener(reuse_port_socket((args.host, args.port), listen=BACKLOG))
+    return server
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and not args.redis:
+        parser.error("--workers above 1 needs --redis: the workers are one chat through it")
+    if args.redis and args.workers == 1:
+        # Before redis is first imported, so that its sockets and locks are gevent's. Only a
+        # cluster node patches: without --redis nothing changes (docs/cluster.md).
+        from gevent import monkey
+
+        monkey.patch_all()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_LogFormatter())
     logging.basicConfig(level=args.log_level, handlers=[handler])
+    if args.workers > 1:
+        from .cluster import run_workers
+
+        return run_workers(args, sys.argv[1:] if argv is None else list(argv))
 
     nofile = raise_nofile_limit()
     if args.max_clients > nofile - RESERVED_FDS - REJECT_SLOTS:
         args.max_clients = max(1, nofile - RESERVED_FDS - REJECT_SLOTS)
         log.warning("open-files limit is %d: --max-clients lowered to %d", nofile, args.max_clients)
-    server = make_server(args)
+    try:
+        server = make_server(args)
+    except OSError as err:  # --reuse-port binds here
+        log.error("cannot listen on %s:%s: %s", args.host, args.port, err)
+        return 1
     done = gevent.event.Event()
 
     def on_signal():
@@ -672,10 +719,14 @@ def main(argv=None):
     except OSError as err:
         log.error("cannot listen on %s:%s: %s", args.host, args.port, err)
         return 1
+    if args.redis:
+        server.registry.start()
     host, port = server.address[:2]
     log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
              format_addr((host, port)), args.max_clients, nofile, os.getpid())
     done.wait()
+    if args.redis:
+        server.registry.leave()
     log.info("Server stopped")
     return 0
 

@@ -1,0 +1,210 @@
+"""Several bin/chat-server processes on one real redis-server behave as one chat (docs/cluster.md).
+
+Each test starts its own ``redis-server`` on an ephemeral port (so it can kill and restart it) and
+two or three servers with ``--redis``; clients on different servers talk as if on one. Skipped
+when redis-server is not installed.
+"""
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BIN, ROOT, WAIT, free_port, wait_until
+
+REDIS_SERVER = shutil.which("redis-server")
+
+#: Seconds a killed node's members and nicknames outlive it in these tests (the default is 15).
+TTL = "2"
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a fixed ephemeral port, with no persistence."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_until(self.answers)
+
+    def answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(WAIT)
+
+
+@pytest.fixture
+def redis_server():
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server not installed")
+    server = RedisServer()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def node(start_server, redis_server):
+    """Factory: ``node("n1", *args)`` is a chat server on the test's Redis, connected to it."""
+
+    def start(name, *args):
+        server = start_server("--redis", redis_server.url, "--node", name, "--flood-rate", "0",
+                              "--cluster-ttl", TTL, *args)
+        server.wait_for(r"Cluster: connected to Redis as node " + name)
+        return server
+
+    return start
+
+
+def named(clients, server, nick):
+    c = clients(server)
+    c.send(f"NICK {nick}")
+    c.expect(f"NICK {c.id} {nick}")
+    return c
+
+
+def who(client):
+    client.send("WHO")
+    return client.expect("WHO ").split()[2:]
+
+
+def test_clients_on_different_nodes_chat_in_one_room(node, clients):
+    n1, n2 = node("n1"), node("n2")
+    a, b, c = clients(n1), clients(n2), clients(n2)
+    a.send("SEND hello from n1")
+    assert b.expect("MSG ") == f"MSG lobby {a.id} hello from n1"
+    assert c.expect("MSG ") == f"MSG lobby {a.id} hello from n1"
+    b.send("SEND hello from n2")
+    assert a.expect("MSG ") == f"MSG lobby {b.id} hello from n2"
+    assert c.expect("MSG ") == f"MSG lobby {b.id} hello from n2"  # same node, as ever
+    a.send("JOIN dev")
+    b.send("JOIN dev")
+    a.expect(f"JOIN dev {b.id}")  # b's join crossed over
+    b.send("SEND in dev")
+    assert a.expect("MSG ") == f"MSG dev {b.id} in dev"
+    assert not [line for line in c.sync() if line.startswith("MSG")]  # c stayed in lobby
+
+
+def test_tell_crosses_nodes(node, clients):
+    n1, n2 = node("n1"), node("n2")
+    ann, b = named(clients, n1, "ann"), clients(n2)
+    b.send("TELL ANN see you at 5")
+    assert ann.expect("TELL ") == f"TELL {b.id} see you at 5"
+    ann.send(f"TELL {b.id} by id")
+    assert b.expect("TELL ") == "TELL ann by id"
+    b.send("TELL nobody hello?")
+    assert b.expect("ERR ").startswith("ERR no-such-nick")
+
+
+def test_nickname_clash_across_nodes_is_refused(node, clients):
+    n1, n2 = node("n1"), node("n2")
+    ann, b = named(clients, n1, "ann"), clients(n2)
+    b.send("NICK ANN")
+    assert b.expect("ERR ").startswith("ERR nick-taken")
+    ann.send("NICK zed")  # gives "ann" up before confirming
+    ann.expect("NICK ann zed")
+    b.send("NICK ANN")
+    b.expect(f"NICK {b.id} ANN")
+    ann.send("NICK ann")
+    assert ann.expect("ERR ").startswith("ERR nick-taken")
+
+
+def test_who_and_rooms_list_members_of_all_nodes(node, clients):
+    n1, n2 = node("n1"), node("n2")
+    ann = named(clients, n1, "ann")
+    c = clients(n1)
+    bob = clients(n2)
+    bob.send("NICK bob")
+    ann.expect(f"NICK {bob.id} bob")  # written to Redis before it was published
+    assert sorted(who(ann)) == sorted(["ann", "bob", c.id])
+    assert sorted(who(bob)) == sorted(["ann", "bob", c.id])
+    bob.send("JOIN dev")
+    ann.expect("PART lobby bob join")
+    assert who(ann) == ["ann", c.id]
+    ann.send("ROOMS")
+    assert ann.expect("ROOMS ") == "ROOMS lobby:2 dev:1"
+
+
+def test_a_killed_nodes_members_and_nicknames_expire(node, clients):
+    n1, n2 = node("n1"), node("n2")
+    ann, bob = named(clients, n1, "ann"), named(clients, n2, "bob")
+    ann.expect(f"NICK {bob.id} bob")
+    assert "bob" in who(ann)
+    n2.signal(signal.SIGKILL)
+    wait_until(lambda: "bob" not in who(ann), timeout=WAIT)
+    c = clients(n1)
+    c.send("NICK bob")
+    assert c.expect(f"NICK {c.id} ") == f"NICK {c.id} bob"  # the dead node's nickname is free
+    ann.send("ROOMS")
+    assert ann.expect("ROOMS ") == "ROOMS lobby:2"
+
+
+def test_a_redis_restart_is_survived(node, clients, redis_server):
+    n1, n2 = node("n1"), node("n2")
+    a, c, b = clients(n1), clients(n1), named(clients, n2, "bob")
+    a.expect(f"NICK {b.id} bob")
+    redis_server.kill()
+    assert a.expect("NOTICE ").startswith("NOTICE cluster-down")
+    assert b.expect("NOTICE ").startswith("NOTICE cluster-down")
+    c.expect("NOTICE cluster-down")
+    a.send("SEND local only")
+    assert c.expect("MSG ") == f"MSG lobby {a.id} local only"  # local chat goes on
+    a.send("NICK ann")  # taken here alone; claimed in Redis when it is back
+    a.expect(f"NICK {a.id} ann")
+    redis_server.start()
+    assert a.expect("NOTICE ", timeout=WAIT).startswith("NOTICE cluster-up")
+    assert b.expect("NOTICE ", timeout=WAIT).startswith("NOTICE cluster-up")
+    c.expect("NOTICE cluster-up")
+    a.send("SEND across again")
+    assert b.expect("MSG ") == "MSG lobby ann across again"
+    assert sorted(who(b)) == sorted(["ann", "bob", c.id])  # state rewritten into the new Redis
+    b.send("NICK ann")
+    assert b.expect("ERR ").startswith("ERR nick-taken")
+
+
+def test_one_senders_messages_arrive_in_order_on_another_node(node, clients):
+    n1, n2 = node("n1"), node("n2")
+    a, b = clients(n1), clients(n2)
+    count = 500
+    a.send_raw(b"".join(b"SEND line %d\n" % i for i in range(count)))
+    got = [b.expect("MSG ").split(" ", 3)[3] for _ in range(count)]
+    assert got == [f"line {i}" for i in range(count)]
+
+
+def test_workers_share_one_port_as_one_chat(start_server, redis_server, clients):
+    server = start_server("--workers", "2", "--redis", redis_server.url, "--node", "w",
+                          "--flood-rate", "0", "--cluster-ttl", TTL)
+    port = server.port
+    wait_until(lambda: server.count(rf"Listening on \S+:{port}\b") == 2)
+    wait_until(lambda: server.count(r"Cluster: connected to Redis as node w-\d") == 2)
+    people = [named(clients, server, f"p{i}") for i in range(8)]
+    people[0].send("SEND to all")
+    for p in people[1:]:
+        assert p.expect("MSG ") == "MSG lobby p0 to all"
+    assert sorted(who(people[-1])) == sorted(f"p{i}" for i in range(8))
+    assert server.stop() == 0
+    for p in people:
+        assert "BYE server-shutdown" in p.expect_closed()
+
+
+def test_workers_need_redis():
+    proc = subprocess.run([sys.executable, str(BIN / "chat-server"), "--port", "0", "--workers", "2"],
+                          capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "--workers above 1 needs --redis" in proc.stderr
