@@ -883,11 +883,11 @@ def run_workers(args, argv):
         now = time.monotonic()
         for n, proc in workers.items():
             if proc.poll() is not None and n not in restart_at:
-                quick = now - started[n] < WORKER_STABLE
-                delays[n] = min(delays[n] * 2, WORKER_RESTART_MAX) if quick else WORKER_RESTART_DELAY
-                restart_at[n] = now + delays[n]
+                delay = delays[n] if now - started[n] < WORKER_STABLE else WORKER_RESTART_DELAY
+                delays[n] = min(delay * 2, WORKER_RESTART_MAX)
+                restart_at[n] = now + delay
                 log.warning("Worker %d (pid %d) exited with %s; restarting in %.0f s",
-                            n, proc.pid, proc.returncode, delays[n])
+                            n, proc.pid, proc.returncode, delay)
         for n, when in list(restart_at.items()):
             if now >= when and not signals:
                 del restart_at[n]

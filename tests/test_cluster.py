@@ -94,6 +94,7 @@ def test_clients_on_different_nodes_chat_in_one_room(node, clients):
     assert a.expect("MSG ") == f"MSG lobby {b.id} hello from n2"
     assert c.expect("MSG ") == f"MSG lobby {b.id} hello from n2"  # same node, as ever
     a.send("JOIN dev")
+    a.expect(f"JOIN dev {a.id}")
     b.send("JOIN dev")
     a.expect(f"JOIN dev {b.id}")  # b's join crossed over
     b.send("SEND in dev")
@@ -132,8 +133,11 @@ def test_who_and_rooms_list_members_of_all_nodes(node, clients):
     bob = clients(n2)
     bob.send("NICK bob")
     ann.expect(f"NICK {bob.id} bob")  # written to Redis before it was published
-    assert sorted(who(ann)) == sorted(["ann", "bob", c.id])
-    assert sorted(who(bob)) == sorted(["ann", "bob", c.id])
+    everyone = sorted(["ann", "bob", c.id])
+    assert sorted(who(ann)) == everyone
+    # bob's node reads n1's members from Redis: n1 wrote them as they came, but nothing tells
+    # the test when that write landed, so wait for it.
+    wait_until(lambda: sorted(who(bob)) == everyone)
     bob.send("JOIN dev")
     ann.expect("PART lobby bob join")
     assert who(ann) == ["ann", c.id]
@@ -153,6 +157,18 @@ def test_a_killed_nodes_members_and_nicknames_expire(node, clients):
     assert c.expect(f"NICK {c.id} ") == f"NICK {c.id} bob"  # the dead node's nickname is free
     ann.send("ROOMS")
     assert ann.expect("ROOMS ") == "ROOMS lobby:2"
+
+
+def test_a_stopped_node_says_goodbye_and_leaves_at_once(node, clients):
+    n1, n2 = node("n1"), node("n2")
+    ann, bob = named(clients, n1, "ann"), named(clients, n2, "bob")
+    ann.expect(f"NICK {bob.id} bob")
+    assert n2.stop() == 0
+    assert ann.expect("PART ") == "PART lobby bob server-shutdown"
+    assert who(ann) == ["ann"]  # no TTL to wait for: it left Redis before it exited
+    c = clients(n1)
+    c.send("NICK bob")
+    c.expect(f"NICK {c.id} bob")
 
 
 def test_a_redis_restart_is_survived(node, clients, redis_server):
@@ -197,7 +213,7 @@ def test_workers_share_one_port_as_one_chat(start_server, redis_server, clients)
     people[0].send("SEND to all")
     for p in people[1:]:
         assert p.expect("MSG ") == "MSG lobby p0 to all"
-    assert sorted(who(people[-1])) == sorted(f"p{i}" for i in range(8))
+    wait_until(lambda: sorted(who(people[-1])) == sorted(f"p{i}" for i in range(8)))
     assert server.stop() == 0
     for p in people:
         assert "BYE server-shutdown" in p.expect_closed()
@@ -208,3 +224,20 @@ def test_workers_need_redis():
                           capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
     assert proc.returncode == 2
     assert "--workers above 1 needs --redis" in proc.stderr
+
+
+def test_a_node_started_without_redis_works_alone_then_joins(start_server, redis_server, clients,
+                                                              node):
+    redis_server.kill()
+    lonely = start_server("--redis", redis_server.url, "--node", "early", "--flood-rate", "0",
+                          "--cluster-ttl", TTL)
+    a, b = clients(lonely), clients(lonely)
+    a.send("SEND anyone?")
+    assert b.expect("MSG ") == f"MSG lobby {a.id} anyone?"
+    redis_server.start()
+    lonely.wait_for(r"Cluster: connected to Redis as node early")
+    other = node("n2")
+    c = clients(other)
+    assert sorted(who(c)) == sorted([a.id, b.id, c.id])  # written when it connected
+    c.send("SEND found you")
+    assert a.expect("MSG ") == f"MSG lobby {c.id} found you"
