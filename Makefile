@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
+CLUSTER_ARGS ?=
 
 .PHONY: run test soak bench venv clean
 
@@ -27,6 +28,8 @@ soak: venv
 bench: venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(PY) benchmarks/run.py $(ARGS)
+	@if command -v redis-server >/dev/null; then $(PY) benchmarks/cluster_bench.py $(CLUSTER_ARGS); \
+	else echo "redis-server not installed: cluster benchmark skipped (see docs/cluster.md)"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache

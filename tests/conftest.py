@@ -35,7 +35,11 @@ class ServerProcess:
         self._new = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        m = self.wait_for(r"Listening on (\S+):(\d+)")
+        try:
+            m = self.wait_for(r"Listening on (\S+):(\d+)")
+        except BaseException:
+            self.kill()  # the fixture never saw this server: nobody else would stop it
+            raise
         self.host = "127.0.0.1"
         self.port = int(m.group(2))
         self.pid = self.proc.pid
