@@ -176,61 +176,14 @@ def fit_tail(text, columns):
     return text[start:]
 
 
-class Lines:
-    """A :class:`protocol.LineFramer` that outlives a line of over 64 KiB.
-
-    The framer gives up on a stream at a line of over :data:`protocol.NO_LINE_END_LIMIT` bytes
-    (right for a server facing junk) and drops whatever followed it in that read. Here such a line
-    is reported as a :class:`protocol.LineTooLong` and skipped up to its line end, and a fresh
-    framer goes on after it, so a client survives a hostile server's giant line.
-    """
-
-    def __init__(self, max_line):
-        self.max_line = max_line
-        self.framer = protocol.LineFramer(max_line)
-        self.skipping = 0  # > 0: bytes of a given-up line skipped so far, its line end not yet seen
-
-    def feed(self, data):
-        out = []
-        if self.skipping:
-            end = data.find(b"\n")
-            if end < 0:
-                self.skipping += len(data)
-                return out
-            out.append(protocol.LineTooLong(self.skipping + end))
-            self.skipping = 0
-            data = data[end + 1:]
-        while data:
-            items = self.framer.feed(data)
-            if not items or not isinstance(items[-1], protocol.NoLineEnd):
-                out += items
-                break
-            # The framer emits one item per line end it saw, so the line it gave up on ended at
-            # this read's len(items)-th line end, or, when the read has no such line end, is
-            # still going on.
-            out += items[:-1]
-            self.framer = protocol.LineFramer(self.max_line)
-            end = _nth_line_end(data, len(items))
-            if end < 0:
-                self.skipping = items[-1].size
-                break
-            out.append(protocol.LineTooLong(items[-1].size))
-            data = data[end + 1:]
-        return out
-
-    def finish(self):
-        """The input ended: its last line, if it had no line end, as if it had one."""
-        return self.feed(b"\n") if self.framer.buffered or self.skipping else []
+def line_framer(max_line):
+    """A framer for lines from a peer that may send giant lines: each is skipped, never fatal."""
+    return protocol.LineFramer(max_line, no_line_end_limit=None)
 
 
-def _nth_line_end(data, n):
-    """Index of the ``n``-th ``\\n`` in ``data`` (from 1), or -1 if it has fewer."""
-    end = -1
-    for _ in range(n):
-        end = data.find(b"\n", end + 1)
-        if end < 0:
-            break
-    return end
+def finish(framer):
+    """The input ended: its last line, if it had no line end, as if it had one."""
+    return framer.feed(b"\n") if framer.unterminated else []
 
 
 class LineEditor:
@@ -399,10 +352,10 @@ class Input:
         if self.editor is not None:
             yield from self._edited()
             return
-        splitter = Lines(INPUT_MAX_LINE)
+        splitter = line_framer(INPUT_MAX_LINE)
         while True:
             data = self._read()
-            items = splitter.feed(data) if data else splitter.finish()
+            items = splitter.feed(data) if data else finish(splitter)
             for item in items:
                 yield item.decode("utf-8", "replace") if isinstance(item, bytes) else item
             if not data:
@@ -440,7 +393,7 @@ class Connection:
     def __init__(self, sock, address):
         self.sock = sock
         self.address = address  #: ``host:port`` as shown to the user
-        self.lines = Lines(MAX_LINE)
+        self.lines = line_framer(MAX_LINE)
         self.id = None  #: from HELLO
         self.name = None  #: what others see: the id, or the nickname once the server confirms it
         self.settled = gevent.event.Event()  #: set on HELLO, or when the connection ends before it

@@ -66,17 +66,22 @@ class LineFramer:
 
     ``feed(data)`` returns the list of complete lines (``bytes`` without the line end, ``\\r``
     stripped), with a :class:`LineTooLong` in place of each overlong line and a final
-    :class:`NoLineEnd` if the stream stops looking like lines. Memory held between calls is at
+    :class:`NoLineEnd` if the stream stops looking like lines (more than ``no_line_end_limit``
+    bytes without a line end). Memory held between calls is at
     most ``max_line`` bytes: an overlong partial line is dropped at once, and only counted from
     then on until its line end arrives.
     """
 
-    __slots__ = ("max_line", "_partial", "_discarding", "_discarded_cr", "_unterminated", "closed")
+    __slots__ = ("max_line", "no_line_end_limit", "_partial", "_discarding", "_discarded_cr",
+                 "_unterminated", "closed")
 
-    def __init__(self, max_line=DEFAULT_MAX_LINE):
+    def __init__(self, max_line=DEFAULT_MAX_LINE, no_line_end_limit=NO_LINE_END_LIMIT):
         if max_line < 1:
             raise ValueError("max_line must be at least 1")
         self.max_line = max_line
+        #: Bytes without a line end after which the stream is given up (:class:`NoLineEnd`);
+        #: None never gives up (a client facing a server: overlong lines are only skipped).
+        self.no_line_end_limit = no_line_end_limit
         self._partial = b""  # the start of the current line; never holds a b"\n"
         self._discarding = 0  # > 0: bytes of an overlong line dropped so far
         self._discarded_cr = False  # the last byte dropped was b"\r" (not counted in a size)
@@ -87,6 +92,11 @@ class LineFramer:
     def buffered(self):
         """Bytes held waiting for a line end (bounded by ``max_line``)."""
         return len(self._partial)
+
+    @property
+    def unterminated(self):
+        """Bytes fed since the last line end (held or, for an overlong line, only counted)."""
+        return self._unterminated
 
     def feed(self, data):
         if self.closed or not data:
@@ -132,13 +142,15 @@ class LineFramer:
                 self._discarded_cr = partial.endswith(b"\r")
                 partial = b""
             self._partial = partial
-        if self._unterminated > NO_LINE_END_LIMIT:
+        limit = self.no_line_end_limit
+        if limit is not None and self._unterminated > limit:
             out.append(self._too_long(self._unterminated, self._unterminated))
         return out
 
     def _too_long(self, raw, size):
         """The event for a line of ``raw`` bytes (``size`` without its ``\\r``) over the limit."""
-        if raw > NO_LINE_END_LIMIT:
+        limit = self.no_line_end_limit
+        if limit is not None and raw > limit:
             self.closed = True
             self._partial = b""
             self._discarding = self._unterminated = 0

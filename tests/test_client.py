@@ -22,9 +22,10 @@ from chatroom.client import (
     CONNECT_FAILED,
     UNKNOWN_COMMAND,
     LineEditor,
-    Lines,
     describe,
+    finish,
     fit_tail,
+    line_framer,
     parse_input,
     sanitize,
 )
@@ -508,16 +509,16 @@ def test_fit_tail():
 )
 @example(items=[b"a", 100_000, b"b", b"c"], cuts=[200_000])  # the giant line ends inside the read
 @example(items=[b"a", 100_000, b"b"], cuts=[60_000])  # the read ends inside the giant line
-def test_lines_survives_giant_lines_at_any_split(items, cuts):
+def test_client_framer_survives_giant_lines_at_any_split(items, cuts):
     """Lines up to the limit come through, each longer one is one LineTooLong, whatever the reads."""
     lines = [b"x" * item if isinstance(item, int) else item for item in items]
     data = b"".join(line + b"\n" for line in lines)
-    splitter, out, pos, i = Lines(protocol.NO_LINE_END_LIMIT), [], 0, 0
+    splitter, out, pos, i = line_framer(protocol.NO_LINE_END_LIMIT), [], 0, 0
     while pos < len(data):
         step = cuts[i % len(cuts)]
         out += splitter.feed(data[pos:pos + step])
         pos, i = pos + step, i + 1
-    out += splitter.finish()
+    out += finish(splitter)
     expected = [line.removesuffix(b"\r") if len(line) <= protocol.NO_LINE_END_LIMIT
                 else protocol.LineTooLong(len(line)) for line in lines]
     assert out == expected

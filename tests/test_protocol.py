@@ -474,3 +474,17 @@ def test_no_line_end_does_not_depend_on_how_the_stream_is_split(chunk):
         out.extend(f.feed(piece))
     assert len(out) == 1 and isinstance(out[0], NoLineEnd)
     assert f.closed
+
+
+def test_framer_without_a_no_line_end_limit_skips_giant_lines_and_goes_on():
+    """A client's framer (no_line_end_limit=None) never gives up: a giant line is one LineTooLong."""
+    f = LineFramer(max_line=100, no_line_end_limit=None)
+    out = []
+    for _ in range(50):  # 50 x 4 KiB: far past the 64 KiB a server would tolerate
+        out += f.feed(b"g" * 4096)
+        assert f.buffered == 0 and f.unterminated > 0
+    out += f.feed(b"\nSEND after\n")
+    assert out == [LineTooLong(50 * 4096), b"SEND after"]
+    assert not f.closed and f.unterminated == 0
+    f.feed(b"half")
+    assert f.unterminated == 4 and f.buffered == 4
