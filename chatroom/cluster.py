@@ -16,6 +16,9 @@ A node (one ``bin/chat-server --redis URL`` process) keeps its own clients in a
   (``nick:<casefolded>`` = ``"<node> <id> <serial>"``, claimed atomically by a script), each
   node's members (``node:<node>:ids``, ``node:<node>:room:<room>``, ``node:<node>:rooms``) and
   the sorted set of live nodes (``nodes``, scored by expiry time on Redis's own clock).
+- Each heartbeat also reaps nodes past their time: the one node whose script takes a dead node out
+  of ``nodes`` reads its members (their keys outlive it by :data:`REAP_GRACE_TTLS`), erases its
+  keys and nicknames, and announces ``PART <room> <who> disconnected`` for each, to everyone.
 - ``NICK``, ``TELL`` to someone not local, ``WHO`` and ``ROOMS`` make one Redis round trip in the
   reader greenlet of the client that asked (only that client waits; bounded by
   :data:`REDIS_TIMEOUT`).
@@ -66,6 +69,14 @@ NODE_KEY_PREFIX = KEY_PREFIX + "node:"
 DEFAULT_TTL = 15.0
 #: Heartbeats per TTL: a node refreshes its keys this many times before they would expire.
 HEARTBEATS_PER_TTL = 3
+#: TTLs a node's membership keys outlive the time at which it counts as dead, so that a surviving
+#: node's heartbeat (every third of a TTL) still finds them and can tell everyone who left.
+REAP_GRACE_TTLS = 1
+#: Dead nodes one heartbeat reaps at most (one script call, which blocks Redis while it runs).
+REAP_PER_HEARTBEAT = 4
+#: Seconds Redis remembers that a node was reaped: if it was only cut off and comes back within
+#: this time, it announces its members again (JOIN) to those who saw them leave.
+REAPED_MEMORY = 3600
 #: Seconds one Redis command (connect, or send and answer) may take before the link counts as
 #: broken. A lookup (NICK, WHO...) keeps its client waiting at most this long.
 REDIS_TIMEOUT = 2.0
@@ -111,11 +122,40 @@ local function live(nodes)
 end
 """
 
-#: KEYS: nodes. ARGV: node, ttl ms. Mark this node alive for ttl; forget nodes past their time.
+#: KEYS: nodes. ARGV: node, ttl ms. Mark this node alive for ttl; 1 if it was not in ``nodes``
+#: (reaped by another node while late, or Redis lost everything): its state must be rewritten.
 SCRIPT_ALIVE = _LIVE + """
 local _, now = live(KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local missing = redis.call('ZSCORE', KEYS[1], ARGV[1]) == false
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if missing then return 1 end
+return 0
+"""
+
+#: KEYS: nodes. ARGV: this node, node key prefix, reaped key prefix, most nodes, ms remembered.
+#: Take nodes past their time out of ``nodes`` (atomically: each is reaped by one node only),
+#: erase their keys and remember them as reaped. Returns {node, room, "stamp name", ...} for each.
+SCRIPT_REAP = _LIVE + """
+local _, now = live(KEYS[1])
+local out = {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[4])) do
+  if node ~= ARGV[1] then
+    redis.call('ZREM', KEYS[1], node)
+    local prefix = ARGV[2] .. node
+    local gone = {node}
+    for _, room in ipairs(redis.call('HKEYS', prefix .. ':rooms')) do
+      for _, v in ipairs(redis.call('HVALS', prefix .. ':room:' .. room)) do
+        gone[#gone + 1] = room
+        gone[#gone + 1] = v
+      end
+      redis.call('DEL', prefix .. ':room:' .. room)
+    end
+    redis.call('DEL', prefix .. ':ids', prefix .. ':rooms')
+    redis.call('SET', ARGV[3] .. node, '1', 'PX', ARGV[5])
+    out[#out + 1] = gone
+  end
+end
+return out
 """
 
 #: A nickname's holder counts only while its node is live: a dead node's names are free at the
@@ -147,6 +187,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+#: KEYS: nicknames. ARGV: "<node> ". Delete those a (reaped) node held.
+SCRIPT_RELEASE_NODE = """
+for _, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then redis.call('DEL', key) end
+end
+"""
+
 #: KEYS: nicknames. ARGV: ttl ms, then the owner value for each key. Refresh the ones we hold,
 #: take back the ones that expired; returns the (1-based) indexes of those someone else holds.
 SCRIPT_NICKS = """
@@ -176,11 +224,13 @@ if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 else redis.call('HDEL', KEYS[2], ARGV[2]) end
 """
 
-#: KEYS: ids, rooms, nodes. ARGV: room key prefix of this node, node. Erase this node's members.
+#: KEYS: ids, rooms, nodes, reaped mark. ARGV: room key prefix of this node, node. Erase this
+#: node's members; 1 if another node had reaped it (told everyone its members left), else 0.
 SCRIPT_RESET = """
 for _, room in ipairs(redis.call('HKEYS', KEYS[2])) do redis.call('DEL', ARGV[1] .. room) end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
+return redis.call('DEL', KEYS[4])
 """
 
 #: KEYS: nodes. ARGV: this node, node key prefix, room. "stamp name" of the room's members elsewhere.
@@ -234,6 +284,7 @@ return false
 MSG = b"M"  #: arg is a room: every local member of it gets the line
 PRESENCE = b"P"  #: arg is a room: its local members get the line unless the room is too big
 TELL = b"T"  #: arg is "node/id": that member gets the line
+REAPED = b"R"  #: arg is "node/room": as PRESENCE, except on that node (taken for dead, yet alive)
 
 
 def default_node_name():
@@ -265,6 +316,10 @@ def nick_key(casefolded):
     return f"{KEY_PREFIX}nick:{casefolded}"
 
 
+#: Start of the keys that say a node was reaped: ``<this><node>``.
+REAPED_KEY_PREFIX = KEY_PREFIX + "reaped:"
+
+
 class ClusterRegistry(Registry):
     """A :class:`Registry` whose rooms, nicknames and messages span every node on one Redis."""
 
@@ -279,6 +334,7 @@ class ClusterRegistry(Registry):
         self.ids_key = prefix + ":ids"
         self.rooms_key = prefix + ":rooms"
         self.room_prefix = prefix + ":room:"
+        self.reaped_key = REAPED_KEY_PREFIX + self.node
         self.link = Link(url, self)
 
     def start(self):
@@ -396,7 +452,7 @@ class ClusterRegistry(Registry):
         value = f"{self._stamps.get(member.id, 0.0)!r} {name}"
         self.link.command("EVAL", SCRIPT_MEMBER_SET, 3, self.ids_key, self.rooms_key,
                           self.room_prefix + room_name, member.id, room_name, value, size,
-                          self.link.ttl_ms)
+                          self.link.keys_ms)
 
     def _presence(self, member, data):
         super()._presence(member, data)
@@ -420,6 +476,10 @@ class ClusterRegistry(Registry):
                 if target is not None:
                     self.send(target, data)
                 continue
+            if kind == REAPED:
+                node, _, arg = arg.partition(b"/")
+                if node == self.link.head[:-1]:
+                    continue  # this node was only cut off: its members are here still
             room = self.rooms.get(arg.decode("ascii", "replace"))
             if room is None:
                 continue
@@ -461,6 +521,39 @@ class ClusterRegistry(Registry):
             "nick-lost", f"nickname '{old}' was taken on another server while this one was cut off"))
         log.warning("Nickname %s of %s lost to another node", old, member_id)
 
+    def node_died(self, node, members):
+        """Another node died: its ``members`` (``[(room, "stamp name")]``) leave, for everyone.
+
+        Its keys are gone from Redis already. Each room's members leave in the order they came;
+        like :meth:`remove`, the dead node's room counts for the presence limit as it empties.
+        """
+        rooms = {}
+        for room_name, value in sorted(members, key=lambda m: float(m[1].partition(" ")[0])):
+            rooms.setdefault(room_name, []).append(value.partition(" ")[2])
+        names = []
+        for room_name, gone in rooms.items():
+            local = self.rooms.get(room_name)
+            for left, name in enumerate(gone, 1):
+                data = protocol.format_part(room_name, name, "disconnected")
+                if local is not None and len(local.members) <= self.presence_limit:
+                    self._fanout(local.members, data)
+                if len(gone) - left < self.presence_limit:
+                    self.link.publish(REAPED, f"{node}/{room_name}", data)
+            names.extend(gone)
+        keys = [nick_key(name.casefold()) for name in names]
+        for start in range(0, len(keys), NICKS_PER_SCRIPT):
+            chunk = keys[start:start + NICKS_PER_SCRIPT]
+            self.link.command("EVAL", SCRIPT_RELEASE_NODE, len(chunk), *chunk, node + " ")
+        log.warning("Cluster: node %s is gone; %d of its members left", node, len(names))
+
+    def rejoined(self):
+        """This node was reaped while cut off: everyone saw its members leave; they are back."""
+        for room in self.rooms.values():
+            if len(room.members) <= self.presence_limit:
+                for m in room.members:
+                    self.link.publish(PRESENCE, room.name, protocol.format_join(room.name, m.name))
+        log.warning("Cluster: this node was taken for dead while cut off; its members joined again")
+
     def link_changed(self, up, first):
         """Tell every local member that cross-server delivery stopped or resumed."""
         if up:
@@ -487,6 +580,7 @@ class Link:
         self.registry = registry
         self.node = registry.node
         self.ttl_ms = max(1, int(registry.ttl * 1000))
+        self.keys_ms = self.ttl_ms * (1 + REAP_GRACE_TTLS)  # membership keys outlive the node
         self.errors = (redis.RedisError, OSError)
         self.refused = redis.ResponseError
         # No retries inside the client: a retried pipeline could publish twice; recovery is ours.
@@ -602,13 +696,25 @@ class Link:
         self._check(pipe.execute(raise_on_error=False))
 
     def _heartbeat(self):
-        """Refresh this node's keys and nicknames before they expire; note nicknames lost."""
+        """Refresh this node's keys and nicknames before they expire; note nicknames lost; reap
+        nodes past their time (announcing their members' leaving)."""
         pipe = self.writer.pipeline(transaction=False)
         nicks = self.registry.nick_claims()
         self._write_alive(pipe, self.registry.rooms)
         first = len(pipe)
         self._write_nicks(pipe, nicks)
-        self._check_nicks(pipe.execute(raise_on_error=False)[first:], nicks)
+        pipe.execute_command("EVAL", SCRIPT_REAP, 1, NODES_KEY, self.node, NODE_KEY_PREFIX,
+                             REAPED_KEY_PREFIX, REAP_PER_HEARTBEAT, REAPED_MEMORY * 1000)
+        results = pipe.execute(raise_on_error=False)
+        self._check_nicks(results[first:-1], nicks)
+        self._check(results[-1:])
+        if results[0] == 1:  # reaped while late: others saw this node's members leave
+            log.warning("Cluster: this node was taken for dead; rewriting its state")
+            self.rewrite = True
+        for dead in results[-1] if isinstance(results[-1], list) else ():
+            node = dead[0].decode("utf-8", "replace")
+            values = [v.decode("utf-8", "replace") for v in dead[1:]]
+            self.registry.node_died(node, list(zip(values[0::2], values[1::2])))
 
     def _recover(self):
         """Wait (with back-off) until subscribed and the node's whole state is rewritten; go up."""
@@ -646,8 +752,8 @@ class Link:
         self.rewrite = False
         self.open = True
         pipe = self.writer.pipeline(transaction=True)
-        pipe.execute_command("EVAL", SCRIPT_RESET, 3, r.ids_key, r.rooms_key, NODES_KEY,
-                             r.room_prefix, self.node)
+        pipe.execute_command("EVAL", SCRIPT_RESET, 4, r.ids_key, r.rooms_key, NODES_KEY,
+                             r.reaped_key, r.room_prefix, self.node)
         _hset(pipe, r.ids_key, ids)
         _hset(pipe, r.rooms_key, rooms)
         for room, fields in hashes.items():
@@ -655,13 +761,16 @@ class Link:
         self._write_alive(pipe, rooms)
         first = len(pipe)
         self._write_nicks(pipe, nicks)
-        self._check_nicks(pipe.execute(raise_on_error=False)[first:], nicks)
+        results = pipe.execute(raise_on_error=False)
+        self._check_nicks(results[first:], nicks)
+        if results[0] == 1:
+            r.rejoined()
 
     def _write_alive(self, pipe, rooms):
         r = self.registry
         pipe.execute_command("EVAL", SCRIPT_ALIVE, 1, NODES_KEY, self.node, self.ttl_ms)
         for key in [r.ids_key, r.rooms_key, *(r.room_prefix + room for room in rooms)]:
-            pipe.pexpire(key, self.ttl_ms)
+            pipe.pexpire(key, self.keys_ms)
 
     def _write_nicks(self, pipe, nicks):
         for start in range(0, len(nicks), NICKS_PER_SCRIPT):
@@ -788,8 +897,8 @@ class Link:
         if self.up:
             r = self.registry
             try:
-                self.writer.execute_command("EVAL", SCRIPT_RESET, 3, r.ids_key, r.rooms_key,
-                                            NODES_KEY, r.room_prefix, self.node)
+                self.writer.execute_command("EVAL", SCRIPT_RESET, 4, r.ids_key, r.rooms_key,
+                                            NODES_KEY, r.reaped_key, r.room_prefix, self.node)
             except self.errors as err:
                 log.warning("Cluster: could not leave cleanly: %s", err)
         self.up = False

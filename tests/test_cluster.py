@@ -159,6 +159,62 @@ def test_a_killed_nodes_members_and_nicknames_expire(node, clients):
     assert ann.expect("ROOMS ") == "ROOMS lobby:2"
 
 
+def parts(client, count):
+    """The next ``count`` PART lines ``client`` reads (JOIN and NICK lines may come between)."""
+    got = []
+    while len(got) < count:
+        got.append(client.expect("PART ", skip=("JOIN ", "NICK ")))
+    return got
+
+
+def test_a_killed_nodes_members_are_seen_leaving_once(node, clients):
+    n1, n2, n3 = node("n1"), node("n2"), node("n3")
+    a, d = clients(n1), clients(n2)
+    bob = named(clients, n3, "bob")
+    c = clients(n3)
+    a.expect(f"NICK {bob.id} bob")
+    d.expect(f"NICK {bob.id} bob")
+    wait_until(lambda: sorted(who(a)) == sorted([a.id, d.id, "bob", c.id]))
+    n3.signal(signal.SIGKILL)
+    # One surviving node reaps n3 after the TTL and tells every node; each PART comes once.
+    expected = sorted([f"PART lobby bob disconnected", f"PART lobby {c.id} disconnected"])
+    for client in (a, d):
+        assert sorted(parts(client, 2)) == expected
+        assert sorted(who(client)) == sorted([a.id, d.id])
+    assert n1.count(r"Cluster: node n3 is gone") + n2.count(r"Cluster: node n3 is gone") == 1
+    a.send("TELL bob still there?")
+    assert a.expect("ERR ").startswith("ERR no-such-nick")
+    for client in (a, d):  # a second reap would come within a heartbeat (a third of the TTL)
+        client.sync()
+        client.assert_quiet(wait=1.0)
+    assert n1.count(r"Cluster: node n3 is gone") + n2.count(r"Cluster: node n3 is gone") == 1
+
+
+def test_a_node_taken_for_dead_comes_back_and_its_members_join_again(node, clients):
+    n1, n2 = node("n1"), node("n2")
+    ann, bob = named(clients, n1, "ann"), named(clients, n2, "bob")
+    c = clients(n2)
+    ann.expect(f"NICK {bob.id} bob")
+    wait_until(lambda: sorted(who(ann)) == sorted(["ann", "bob", c.id]))  # c is in Redis too
+    n2.signal(signal.SIGSTOP)  # frozen past the TTL: n1 takes it for dead
+    try:
+        assert sorted(parts(ann, 2)) == sorted(["PART lobby bob disconnected",
+                                                f"PART lobby {c.id} disconnected"])
+        assert who(ann) == ["ann"]
+    finally:
+        n2.signal(signal.SIGCONT)
+    # Back, n2 finds it was reaped, rewrites its state and announces its members again.
+    joins = [ann.expect("JOIN ", skip=()) for _ in range(2)]
+    assert sorted(joins) == sorted(["JOIN lobby bob", f"JOIN lobby {c.id}"])
+    assert sorted(who(ann)) == sorted(["ann", "bob", c.id])
+    n2.wait_for(r"this node was taken for dead")
+    bob.send("SEND still here")
+    assert ann.expect("MSG ") == "MSG lobby bob still here"
+    assert not [line for line in c.sync() if line.startswith(("PART", "JOIN"))]  # it never left
+    ann.send("TELL bob welcome back")
+    assert bob.expect("TELL ") == "TELL ann welcome back"
+
+
 def test_a_stopped_node_says_goodbye_and_leaves_at_once(node, clients):
     n1, n2 = node("n1"), node("n2")
     ann, bob = named(clients, n1, "ann"), named(clients, n2, "bob")
