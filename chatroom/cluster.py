@@ -132,25 +132,34 @@ if missing then return 1 end
 return 0
 """
 
+#: Erase the member keys of the node whose keys start with ``prefix``; shared by the scripts
+#: below. Returns {room, "stamp name", ...} of the members it had.
+_ERASE = """
+local function erase(prefix)
+  local gone = {}
+  for _, room in ipairs(redis.call('HKEYS', prefix .. ':rooms')) do
+    for _, v in ipairs(redis.call('HVALS', prefix .. ':room:' .. room)) do
+      gone[#gone + 1] = room
+      gone[#gone + 1] = v
+    end
+    redis.call('DEL', prefix .. ':room:' .. room)
+  end
+  redis.call('DEL', prefix .. ':ids', prefix .. ':rooms')
+  return gone
+end
+"""
+
 #: KEYS: nodes. ARGV: this node, node key prefix, reaped key prefix, most nodes, ms remembered.
 #: Take nodes past their time out of ``nodes`` (atomically: each is reaped by one node only),
 #: erase their keys and remember them as reaped. Returns {node, room, "stamp name", ...} for each.
-SCRIPT_REAP = _LIVE + """
+SCRIPT_REAP = _LIVE + _ERASE + """
 local _, now = live(KEYS[1])
 local out = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[4])) do
   if node ~= ARGV[1] then
     redis.call('ZREM', KEYS[1], node)
-    local prefix = ARGV[2] .. node
-    local gone = {node}
-    for _, room in ipairs(redis.call('HKEYS', prefix .. ':rooms')) do
-      for _, v in ipairs(redis.call('HVALS', prefix .. ':room:' .. room)) do
-        gone[#gone + 1] = room
-        gone[#gone + 1] = v
-      end
-      redis.call('DEL', prefix .. ':room:' .. room)
-    end
-    redis.call('DEL', prefix .. ':ids', prefix .. ':rooms')
+    local gone = erase(ARGV[2] .. node)
+    table.insert(gone, 1, node)
     redis.call('SET', ARGV[3] .. node, '1', 'PX', ARGV[5])
     out[#out + 1] = gone
   end
@@ -224,13 +233,14 @@ if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 else redis.call('HDEL', KEYS[2], ARGV[2]) end
 """
 
-#: KEYS: ids, rooms, nodes, reaped mark. ARGV: room key prefix of this node, node. Erase this
-#: node's members; 1 if another node had reaped it (told everyone its members left), else 0.
-SCRIPT_RESET = """
-for _, room in ipairs(redis.call('HKEYS', KEYS[2])) do redis.call('DEL', ARGV[1] .. room) end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[2])
-return redis.call('DEL', KEYS[4])
+#: KEYS: nodes, reaped mark. ARGV: node key prefix, this node. Erase this node's members.
+#: Returns {reaped, room, "stamp name", ...}: reaped is 1 if another node had reaped this one
+#: (told everyone its members left), else 0; then the members erased.
+SCRIPT_RESET = _ERASE + """
+local gone = erase(ARGV[1] .. ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[2])
+table.insert(gone, 1, redis.call('DEL', KEYS[2]))
+return gone
 """
 
 #: KEYS: nodes. ARGV: this node, node key prefix, room. "stamp name" of the room's members elsewhere.
@@ -522,7 +532,10 @@ class ClusterRegistry(Registry):
         log.warning("Nickname %s of %s lost to another node", old, member_id)
 
     def node_died(self, node, members):
-        """Another node died: its ``members`` (``[(room, "stamp name")]``) leave, for everyone.
+        """A node died: its ``members`` (``[(room, "stamp name")]``) leave, for everyone.
+
+        ``node`` is another node reaped by this one, or an earlier process under this node's name
+        (a restarted worker) found by this one when it first connects.
 
         Its keys are gone from Redis already. Each room's members leave in the order they came;
         like :meth:`remove`, the dead node's room counts for the presence limit as it empties.
@@ -540,7 +553,8 @@ class ClusterRegistry(Registry):
                 if len(gone) - left < self.presence_limit:
                     self.link.publish(REAPED, f"{node}/{room_name}", data)
             names.extend(gone)
-        keys = [nick_key(name.casefold()) for name in names]
+        # An earlier process of this node holds no names: this one may have taken them again.
+        keys = [nick_key(name.casefold()) for name in names] if node != self.node else []
         for start in range(0, len(keys), NICKS_PER_SCRIPT):
             chunk = keys[start:start + NICKS_PER_SCRIPT]
             self.link.command("EVAL", SCRIPT_RELEASE_NODE, len(chunk), *chunk, node + " ")
@@ -712,9 +726,7 @@ class Link:
             log.warning("Cluster: this node was taken for dead; rewriting its state")
             self.rewrite = True
         for dead in results[-1] if isinstance(results[-1], list) else ():
-            node = dead[0].decode("utf-8", "replace")
-            values = [v.decode("utf-8", "replace") for v in dead[1:]]
-            self.registry.node_died(node, list(zip(values[0::2], values[1::2])))
+            self.registry.node_died(dead[0].decode("utf-8", "replace"), _pairs(dead[1:]))
 
     def _recover(self):
         """Wait (with back-off) until subscribed and the node's whole state is rewritten; go up."""
@@ -752,8 +764,8 @@ class Link:
         self.rewrite = False
         self.open = True
         pipe = self.writer.pipeline(transaction=True)
-        pipe.execute_command("EVAL", SCRIPT_RESET, 4, r.ids_key, r.rooms_key, NODES_KEY,
-                             r.reaped_key, r.room_prefix, self.node)
+        pipe.execute_command("EVAL", SCRIPT_RESET, 2, NODES_KEY, r.reaped_key, NODE_KEY_PREFIX,
+                             self.node)
         _hset(pipe, r.ids_key, ids)
         _hset(pipe, r.rooms_key, rooms)
         for room, fields in hashes.items():
@@ -763,8 +775,12 @@ class Link:
         self._write_nicks(pipe, nicks)
         results = pipe.execute(raise_on_error=False)
         self._check_nicks(results[first:], nicks)
-        if results[0] == 1:
-            r.rejoined()
+        reaped, members = results[0][0], _pairs(results[0][1:])
+        if self.ever_up:  # back after an outage: the members erased were this process's own
+            if reaped:
+                r.rejoined()
+        elif members:  # first connection: an earlier process under this name died unreaped
+            r.node_died(self.node, members)
 
     def _write_alive(self, pipe, rooms):
         r = self.registry
@@ -897,13 +913,19 @@ class Link:
         if self.up:
             r = self.registry
             try:
-                self.writer.execute_command("EVAL", SCRIPT_RESET, 4, r.ids_key, r.rooms_key,
-                                            NODES_KEY, r.reaped_key, r.room_prefix, self.node)
+                self.writer.execute_command("EVAL", SCRIPT_RESET, 2, NODES_KEY, r.reaped_key,
+                                            NODE_KEY_PREFIX, self.node)
             except self.errors as err:
                 log.warning("Cluster: could not leave cleanly: %s", err)
         self.up = False
         for client in (self.writer, self.lookups, self.subscriber):
             client.close()
+
+
+def _pairs(flat):
+    """``[(room, "stamp name")]`` from a script's flat room, value, ... answer."""
+    values = [v.decode("utf-8", "replace") for v in flat]
+    return list(zip(values[0::2], values[1::2]))
 
 
 def _hset(pipe, key, mapping):
