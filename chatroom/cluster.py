@@ -774,8 +774,10 @@ class Link:
         first = len(pipe)
         self._write_nicks(pipe, nicks)
         results = pipe.execute(raise_on_error=False)
+        self._check(results[:first])
         self._check_nicks(results[first:], nicks)
-        reaped, members = results[0][0], _pairs(results[0][1:])
+        reset = results[0] if isinstance(results[0], list) else [0]  # refused: logged above
+        reaped, members = reset[0], _pairs(reset[1:])
         if self.ever_up:  # back after an outage: the members erased were this process's own
             if reaped:
                 r.rejoined()
