@@ -133,14 +133,16 @@ return 0
 """
 
 #: Erase the member keys of the node whose keys start with ``prefix``; shared by the scripts
-#: below. Returns {room, "stamp name", ...} of the members it had.
+#: below. Returns {room, id, "stamp name", ...} of the members it had.
 _ERASE = """
 local function erase(prefix)
   local gone = {}
   for _, room in ipairs(redis.call('HKEYS', prefix .. ':rooms')) do
-    for _, v in ipairs(redis.call('HVALS', prefix .. ':room:' .. room)) do
+    local fields = redis.call('HGETALL', prefix .. ':room:' .. room)
+    for i = 1, #fields, 2 do
       gone[#gone + 1] = room
-      gone[#gone + 1] = v
+      gone[#gone + 1] = fields[i]
+      gone[#gone + 1] = fields[i + 1]
     end
     redis.call('DEL', prefix .. ':room:' .. room)
   end
@@ -151,7 +153,7 @@ end
 
 #: KEYS: nodes. ARGV: this node, node key prefix, reaped key prefix, most nodes, ms remembered.
 #: Take nodes past their time out of ``nodes`` (atomically: each is reaped by one node only),
-#: erase their keys and remember them as reaped. Returns {node, room, "stamp name", ...} for each.
+#: erase their keys and remember them as reaped. Returns {node, room, id, "stamp name", ...} each.
 SCRIPT_REAP = _LIVE + _ERASE + """
 local _, now = live(KEYS[1])
 local out = {}
@@ -196,11 +198,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-#: KEYS: nicknames. ARGV: "<node> ". Delete those a (reaped) node held.
-SCRIPT_RELEASE_NODE = """
-for _, key in ipairs(KEYS) do
+#: KEYS: nicknames. ARGV: for each, "<node> <id> " of the dead member that may hold it. Delete
+#: those still held by them.
+SCRIPT_RELEASE_DEAD = """
+for i, key in ipairs(KEYS) do
   local v = redis.call('GET', key)
-  if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then redis.call('DEL', key) end
+  if v and string.sub(v, 1, #ARGV[i]) == ARGV[i] then redis.call('DEL', key) end
 end
 """
 
@@ -234,7 +237,7 @@ else redis.call('HDEL', KEYS[2], ARGV[2]) end
 """
 
 #: KEYS: nodes, reaped mark. ARGV: node key prefix, this node. Erase this node's members.
-#: Returns {reaped, room, "stamp name", ...}: reaped is 1 if another node had reaped this one
+#: Returns {reaped, room, id, "stamp name", ...}: reaped is 1 if another node had reaped this one
 #: (told everyone its members left), else 0; then the members erased.
 SCRIPT_RESET = _ERASE + """
 local gone = erase(ARGV[1] .. ARGV[2])
@@ -532,7 +535,7 @@ class ClusterRegistry(Registry):
         log.warning("Nickname %s of %s lost to another node", old, member_id)
 
     def node_died(self, node, members):
-        """A node died: its ``members`` (``[(room, "stamp name")]``) leave, for everyone.
+        """A node died: its ``members`` (``[(room, id, "stamp name")]``) leave, for everyone.
 
         ``node`` is another node reaped by this one, or an earlier process under this node's name
         (a restarted worker) found by this one when it first connects.
@@ -541,24 +544,23 @@ class ClusterRegistry(Registry):
         like :meth:`remove`, the dead node's room counts for the presence limit as it empties.
         """
         rooms = {}
-        for room_name, value in sorted(members, key=lambda m: float(m[1].partition(" ")[0])):
-            rooms.setdefault(room_name, []).append(value.partition(" ")[2])
-        names = []
+        for room_name, member_id, value in sorted(members, key=lambda m: float(m[2].split(" ")[0])):
+            rooms.setdefault(room_name, []).append((member_id, value.partition(" ")[2]))
+        owners = []  # (nickname key, start of its value if that member holds it)
         for room_name, gone in rooms.items():
             local = self.rooms.get(room_name)
-            for left, name in enumerate(gone, 1):
+            for left, (member_id, name) in enumerate(gone, 1):
                 data = protocol.format_part(room_name, name, "disconnected")
                 if local is not None and len(local.members) <= self.presence_limit:
                     self._fanout(local.members, data)
                 if len(gone) - left < self.presence_limit:
                     self.link.publish(REAPED, f"{node}/{room_name}", data)
-            names.extend(gone)
-        # An earlier process of this node holds no names: this one may have taken them again.
-        keys = [nick_key(name.casefold()) for name in names] if node != self.node else []
-        for start in range(0, len(keys), NICKS_PER_SCRIPT):
-            chunk = keys[start:start + NICKS_PER_SCRIPT]
-            self.link.command("EVAL", SCRIPT_RELEASE_NODE, len(chunk), *chunk, node + " ")
-        log.warning("Cluster: node %s is gone; %d of its members left", node, len(names))
+                owners.append((nick_key(name.casefold()), f"{node} {member_id} "))
+        for start in range(0, len(owners), NICKS_PER_SCRIPT):
+            chunk = owners[start:start + NICKS_PER_SCRIPT]
+            self.link.command("EVAL", SCRIPT_RELEASE_DEAD, len(chunk), *(k for k, _ in chunk),
+                              *(v for _, v in chunk))
+        log.warning("Cluster: node %s is gone; %d of its members left", node, len(owners))
 
     def rejoined(self):
         """This node was reaped while cut off: everyone saw its members leave; they are back."""
@@ -726,7 +728,7 @@ class Link:
             log.warning("Cluster: this node was taken for dead; rewriting its state")
             self.rewrite = True
         for dead in results[-1] if isinstance(results[-1], list) else ():
-            self.registry.node_died(dead[0].decode("utf-8", "replace"), _pairs(dead[1:]))
+            self.registry.node_died(dead[0].decode("utf-8", "replace"), _members(dead[1:]))
 
     def _recover(self):
         """Wait (with back-off) until subscribed and the node's whole state is rewritten; go up."""
@@ -777,7 +779,7 @@ class Link:
         self._check(results[:first])
         self._check_nicks(results[first:], nicks)
         reset = results[0] if isinstance(results[0], list) else [0]  # refused: logged above
-        reaped, members = reset[0], _pairs(reset[1:])
+        reaped, members = reset[0], _members(reset[1:])
         if self.ever_up:  # back after an outage: the members erased were this process's own
             if reaped:
                 r.rejoined()
@@ -924,10 +926,10 @@ class Link:
             client.close()
 
 
-def _pairs(flat):
-    """``[(room, "stamp name")]`` from a script's flat room, value, ... answer."""
+def _members(flat):
+    """``[(room, id, "stamp name")]`` from a script's flat room, id, value, ... answer."""
     values = [v.decode("utf-8", "replace") for v in flat]
-    return list(zip(values[0::2], values[1::2]))
+    return list(zip(values[0::3], values[1::3], values[2::3]))
 
 
 def _hset(pipe, key, mapping):

@@ -196,10 +196,17 @@ def test_a_node_restarted_under_its_name_says_its_old_members_left(node, clients
     ann, bob = named(clients, n1, "ann"), named(clients, n2, "bob")
     ann.expect(f"NICK {bob.id} bob")
     n2.signal(signal.SIGKILL)
+    ann.send("TELL bob are you there?")  # n2 counts as live for the TTL: accepted, and lost
+    assert not [line for line in ann.sync() if line.startswith("ERR")]
     again = node("n2", *ttl)  # as the supervisor of --workers does
     assert parts(ann, 1) == ["PART lobby bob disconnected"]
     again.wait_for(r"Cluster: node n2 is gone; 1 of its members left")
-    assert who(ann) == ["ann"]
+    ann.send("TELL bob are you there?")
+    assert ann.expect("ERR ").startswith("ERR no-such-nick")
+    c = clients(again)
+    c.send("NICK bob")
+    c.expect(f"NICK {c.id} bob")  # the old process's nickname is free
+    assert sorted(who(c)) == sorted(["ann", "bob"])  # bob is c now; the old one is gone
     assert not [line for line in ann.sync() if line.startswith("PART")]  # said once
 
 
