@@ -528,6 +528,7 @@ class ClusterRegistry(Registry):
         del self.nicks[key]
         member.nick = None
         member.name = member.id
+        member.room.who_line = None
         self._store(member, member.id)
         self._presence(member, protocol.format_nick(old, member.id))
         self.send(member, format_notice(

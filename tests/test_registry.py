@@ -305,6 +305,25 @@ def test_tell_to_nobody(reg):
     assert lines(a) == lines(b) == []
 
 
+def test_who_reply_is_built_once_and_rebuilt_after_each_change(reg):
+    a, b, c = make(reg, "a:1", "b:2", "c:3")
+    reg.who(a)
+    reg.who(b)
+    assert a.outbox[0] is b.outbox[0]  # one bytes object for every asker
+    assert lines(a) == lines(b) == ["WHO lobby a:1 b:2 c:3"]
+    lines(c)
+    for change, expected in [
+        (lambda: reg.set_nick(b, "bob"), "WHO lobby a:1 bob c:3"),
+        (lambda: reg.join(c, "dev"), "WHO lobby a:1 bob"),
+        (lambda: reg.add(Member("d:4")), "WHO lobby a:1 bob d:4"),
+        (lambda: reg.remove(b), "WHO lobby a:1 d:4"),
+    ]:
+        change()
+        lines(a)
+        reg.who(a)
+        assert lines(a) == [expected]
+
+
 def test_who_lists_room_in_joining_order(reg):
     a, b, c = make(reg, "a:1", "b:2", "c:3")
     reg.set_nick(b, "bob")
