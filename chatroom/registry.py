@@ -85,6 +85,8 @@ class Registry:
         self.rooms = {}  # name -> Room
         self.nicks = {}  # casefolded nickname -> Member
         self.ids = {}  # id -> Member
+        #: The encoded ROOMS reply, shared until any room's membership changes (as for WHO).
+        self.rooms_line = None
         self.ready = []  #: members whose outbox became non-empty since the owner last took this
         self.on_ready = _nothing
         self.on_evict = _nothing
@@ -169,8 +171,10 @@ class Registry:
         self.send(member, room.who_line)
 
     def list_rooms(self, member):
-        counts = [(r.name, len(r.members)) for r in self.rooms.values()]
-        self.send(member, protocol.format_rooms(counts))
+        if self.rooms_line is None:
+            counts = [(r.name, len(r.members)) for r in self.rooms.values()]
+            self.rooms_line = protocol.format_rooms(counts)
+        self.send(member, self.rooms_line)
 
     def send(self, member, data):
         """Queue ``data`` (bytes) to one member."""
@@ -188,13 +192,13 @@ class Registry:
         if room is None:
             room = self.rooms[room_name] = Room(room_name)
         room.members[member] = None
-        room.who_line = None
+        room.who_line = self.rooms_line = None
         member.room = room
         self._presence(member, protocol.format_join(room_name, member.name))
 
     def _leave(self, member, room):
         del room.members[member]
-        room.who_line = None
+        room.who_line = self.rooms_line = None
         member.room = None
         if not room.members:
             del self.rooms[room.name]

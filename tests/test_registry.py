@@ -324,6 +324,21 @@ def test_who_reply_is_built_once_and_rebuilt_after_each_change(reg):
         assert lines(a) == [expected]
 
 
+def test_rooms_reply_is_built_once_and_rebuilt_after_each_change(reg):
+    a, b = make(reg, "a:1", "b:2")
+    reg.list_rooms(a)
+    reg.list_rooms(b)
+    assert a.outbox[0] is b.outbox[0]
+    assert lines(a) == lines(b) == ["ROOMS lobby:2"]
+    reg.join(b, "dev")
+    lines(a)
+    reg.list_rooms(a)
+    assert lines(a) == ["ROOMS lobby:1 dev:1"]
+    reg.remove(b)
+    reg.list_rooms(a)
+    assert lines(a) == ["ROOMS lobby:1"]
+
+
 def test_who_lists_room_in_joining_order(reg):
     a, b, c = make(reg, "a:1", "b:2", "c:3")
     reg.set_nick(b, "bob")
