@@ -1,3 +1,3 @@
 """chatroom: a gevent chat server, its terminal client and its load generator."""
 
-from .protocol import VERSION as __version__  # noqa: F401
+from .codec.native import VERSION as __version__  # noqa: F401

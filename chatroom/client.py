@@ -28,8 +28,9 @@ import gevent.event
 import gevent.socket
 from gevent.socket import wait_read, wait_write
 
-from . import protocol
-from .server import DEFAULT_HOST, DEFAULT_PORT, format_addr
+from .codec import native, text
+from .codec.lines import LineFramer, LineTooLong, NO_LINE_END_LIMIT
+from .settings import DEFAULT_HOST, DEFAULT_PORT
 
 #: Seconds CONNECT waits for the TCP handshake and then for the server's HELLO before it
 #: reports failure: ample for any reachable server, short enough not to hang the prompt.
@@ -50,7 +51,7 @@ RECV_SIZE = 65536
 #: Longest server line shown, in bytes. Far above the server's default 4 KiB so a server run with
 #: a larger --max-line is still shown in full; a longer line is skipped and reported (it cannot
 #: grow memory: the framer holds at most this much of a line).
-MAX_LINE = protocol.NO_LINE_END_LIMIT
+MAX_LINE = NO_LINE_END_LIMIT
 #: Bytes asked per read of standard input: a paste arrives in a few reads.
 INPUT_READ_SIZE = 4096
 #: Longest line accepted from piped standard input, in bytes; a longer one is skipped and reported.
@@ -84,7 +85,7 @@ _ONE_NAME = ("NICK", "JOIN")
 #: What sanitize() neutralizes: exactly the characters the protocol refuses in relayed text
 #: (C0 controls, so every escape sequence: CSI, OSC, DCS, bracketed-paste markers; DEL; C1
 #: controls, including the one-byte CSI; bidi embeddings, overrides and isolates).
-_UNSAFE_RE = protocol.BAD_TEXT_RE
+_UNSAFE_RE = text.BAD_TEXT_RE
 
 
 # -- pure functions: what is shown, what was typed -----------------------------------------------
@@ -178,7 +179,7 @@ def fit_tail(text, columns):
 
 def line_framer(max_line):
     """A framer for lines from a peer that may send giant lines: each is skipped, never fatal."""
-    return protocol.LineFramer(max_line, no_line_end_limit=None)
+    return LineFramer(max_line, no_line_end_limit=None)
 
 
 def finish(framer):
@@ -348,7 +349,7 @@ class Input:
             stat.S_ISFIFO(mode.st_mode) or stat.S_ISSOCK(mode.st_mode) or bool(_try(os.isatty, fd)))
 
     def lines(self):
-        """Yields each typed line (``str``), or a :class:`protocol.LineTooLong`; ends at end of input."""
+        """Yields each typed line (``str``), or a :class:`LineTooLong`; ends at end of input."""
         if self.editor is not None:
             yield from self._edited()
             return
@@ -402,7 +403,7 @@ class Connection:
         self.reader = None
 
     def send(self, name, *args):
-        self.sock.sendall(protocol.format_command(name, *args))
+        self.sock.sendall(native.format_command(name, *args))
 
     def close(self):
         try:
@@ -417,7 +418,7 @@ class ChatClient:
     def __init__(self, host, port, console, nick=None, connect_timeout=CONNECT_TIMEOUT):
         self.host = host
         self.port = port
-        self.address = format_addr((host, port))
+        self.address = native.format_addr((host, port))
         self.console = console
         self.nick = nick  #: sent as NICK after each CONNECT; follows the server's NICK confirmations
         self.connect_timeout = connect_timeout
@@ -445,7 +446,7 @@ class ChatClient:
 
     def _input_loop(self, source):
         for line in source.lines():
-            if isinstance(line, protocol.LineTooLong):
+            if isinstance(line, LineTooLong):
                 self.console.show(f"ERROR: an input line of {line.size} bytes is too long; it was skipped.")
             elif self.run_command(line) == "QUIT":
                 return
@@ -562,10 +563,10 @@ class ChatClient:
 
     def _on_line(self, conn, line):
         """Handle one server line; returns a reason when the server is closing the connection."""
-        if isinstance(line, protocol.LineTooLong):
+        if isinstance(line, LineTooLong):
             self.console.show(f"ERROR: a line of {line.size} bytes from the server was too long; skipped.")
             return None
-        event = protocol.parse_event(line)
+        event = native.parse_event(line)
         name, args = event.name, event.args
         if name == "PING":
             conn.send("PONG", *args)

@@ -49,7 +49,7 @@ import gevent
 import gevent.event
 import gevent.monkey
 
-from . import protocol
+from .codec import native
 from .registry import Registry
 
 log = logging.getLogger("chatroom.cluster")
@@ -322,7 +322,7 @@ def redis_url(text):
 
 def format_notice(code, text):
     """A ``NOTICE <code> <text>`` line (docs/protocol.md, cluster notices)."""
-    return protocol.format_command("NOTICE", code, text)
+    return native.format_command("NOTICE", code, text)
 
 
 def nick_key(casefolded):
@@ -373,17 +373,17 @@ class ClusterRegistry(Registry):
             self.link.command("EVAL", SCRIPT_RELEASE, 1, nick_key(nick.casefold()), owner)
         # Other nodes hear even when this one is shutting down (announce false): they stay.
         if room is not None and len(room.members) < self.presence_limit:
-            self.link.publish(PRESENCE, room.name, protocol.format_part(room.name, name, reason))
+            self.link.publish(PRESENCE, room.name, native.format_part(room.name, name, reason))
         return True
 
     def join(self, member, room_name):
         old, name = member.room, member.name
         super().join(member, room_name)
         if old is not None and old.name != room_name and len(old.members) < self.presence_limit:
-            self.link.publish(PRESENCE, old.name, protocol.format_part(old.name, name, "join"))
+            self.link.publish(PRESENCE, old.name, native.format_part(old.name, name, "join"))
 
     def set_nick(self, member, nick):
-        protocol.check_name(nick, "nickname")
+        native.check_name(nick, "nickname")
         key = nick.casefold()
         old = member.nick
         holder = self.nicks.get(key)
@@ -402,7 +402,7 @@ class ClusterRegistry(Registry):
                 return None
             claimed = False
         if claimed is False:
-            raise protocol.ProtocolError("nick-taken", f"nickname '{nick}' is in use")
+            raise native.ProtocolError("nick-taken", f"nickname '{nick}' is in use")
         # None: Redis is unreachable; the name is taken here only and claimed on reconnect.
         return self._rename(member, nick)
 
@@ -413,7 +413,7 @@ class ClusterRegistry(Registry):
 
     def say(self, member, text):
         room = member.room
-        data = protocol.format_msg(room.name, member.name, text)
+        data = native.format_msg(room.name, member.name, text)
         self._fanout(room.members, data, member)
         self.link.publish(MSG, room.name, data)
 
@@ -423,7 +423,7 @@ class ClusterRegistry(Registry):
             if where is not None and where[0] != self.node:
                 if self.ids.get(member.id) is member:
                     self.link.publish(TELL, f"{where[0]}/{where[1]}",
-                                      protocol.format_tell(member.name, text))
+                                      native.format_tell(member.name, text))
                 return
         super().tell(member, who, text)
 
@@ -436,14 +436,14 @@ class ClusterRegistry(Registry):
         entries = [(self._stamps.get(m.id, 0.0), m.name) for m in room.members] if room else []
         entries.extend(remote)
         entries.sort(key=lambda entry: entry[0])
-        self.send(member, protocol.format_who(room_name, [name for _, name in entries]))
+        self.send(member, native.format_who(room_name, [name for _, name in entries]))
 
     def list_rooms(self, member):
         remote = self.link.room_counts()
         counts = {r.name: len(r.members) for r in self.rooms.values()}
         for name, n in remote:
             counts[name] = counts.get(name, 0) + n
-        self.send(member, protocol.format_rooms(counts.items()))
+        self.send(member, native.format_rooms(counts.items()))
 
     # -- membership in Redis, written in the same order as the events ------------------------------
 
@@ -530,7 +530,7 @@ class ClusterRegistry(Registry):
         member.name = member.id
         member.room.who_line = None
         self._store(member, member.id)
-        self._presence(member, protocol.format_nick(old, member.id))
+        self._presence(member, native.format_nick(old, member.id))
         self.send(member, format_notice(
             "nick-lost", f"nickname '{old}' was taken on another server while this one was cut off"))
         log.warning("Nickname %s of %s lost to another node", old, member_id)
@@ -551,7 +551,7 @@ class ClusterRegistry(Registry):
         for room_name, gone in rooms.items():
             local = self.rooms.get(room_name)
             for left, (member_id, name) in enumerate(gone, 1):
-                data = protocol.format_part(room_name, name, "disconnected")
+                data = native.format_part(room_name, name, "disconnected")
                 if local is not None and len(local.members) <= self.presence_limit:
                     self._fanout(local.members, data)
                 if len(gone) - left < self.presence_limit:
@@ -568,7 +568,7 @@ class ClusterRegistry(Registry):
         for room in self.rooms.values():
             if len(room.members) <= self.presence_limit:
                 for m in room.members:
-                    self.link.publish(PRESENCE, room.name, protocol.format_join(room.name, m.name))
+                    self.link.publish(PRESENCE, room.name, native.format_join(room.name, m.name))
         log.warning("Cluster: this node was taken for dead while cut off; its members joined again")
 
     def link_changed(self, up, first):

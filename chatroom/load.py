@@ -7,7 +7,7 @@ them all into one room, and after a start barrier has every sender say ``--messa
     SEND L <sender> <seq> <monotonic_ns> <padding>
 
 Every client in the room (senders too, for the others' lines) receives them. *Checked* receivers
-frame each line with :class:`protocol.LineFramer` and verify per-sender order, loss and duplicates,
+frame each line with :class:`LineFramer` and verify per-sender order, loss and duplicates,
 and record latency (``monotonic_ns`` is one clock for every process on the machine). Checking a
 line costs the generator more CPU than relaying it costs the server, so in a big room only a
 sample (``--check``, evenly spread) checks; the rest count ``MSG`` lines with ``bytes.count`` in C
@@ -45,8 +45,9 @@ from gevent import socket
 from gevent.pool import Pool
 from gevent.socket import wait_read
 
-from . import protocol
+from .codec.lines import LineFramer
 from . import server as chat_server
+from . import settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -172,7 +173,7 @@ class Client:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(SETUP_TIMEOUT)
             sock.sendall(b"JOIN " + room.encode() + b"\n" + PING_READY)
-            framer = protocol.LineFramer()
+            framer = LineFramer()
             joined = False
             while True:
                 data = sock.recv(RECV_SIZE)
@@ -1185,8 +1186,8 @@ def build_parser():
 def config_from_args(args):
     check = -1 if args.check == "all" else int(args.check)
     cfg = Config(
-        host=args.host or chat_server.DEFAULT_HOST,
-        port=args.port if args.port is not None else chat_server.DEFAULT_PORT,
+        host=args.host or settings.DEFAULT_HOST,
+        port=args.port if args.port is not None else settings.DEFAULT_PORT,
         room=args.room, receivers=args.receivers, senders=args.senders, idle=args.idle,
         stalled=args.stalled, messages=args.messages, duration=args.duration, rate=args.rate,
         size=args.size, window=args.window, check=check, source_addrs=args.source_addrs,

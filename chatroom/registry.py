@@ -14,7 +14,8 @@ per message until its outbox passes the limit and it is evicted; nobody else not
 
 import time
 
-from . import protocol
+from .codec import native
+from .codec.text import check_printable
 
 LOBBY = "lobby"
 
@@ -114,29 +115,29 @@ class Registry:
         if room is not None:
             self._leave(member, room)
             if announce and room.members and len(room.members) < self.presence_limit:
-                self._fanout(room.members, protocol.format_part(room.name, member.name, reason))
+                self._fanout(room.members, native.format_part(room.name, member.name, reason))
         return True
 
     def join(self, member, room_name):
-        protocol.check_name(room_name, "room")
+        native.check_name(room_name, "room")
         old = member.room
         if old is not None and old.name == room_name:
-            self.send(member, protocol.format_join(room_name, member.name))
+            self.send(member, native.format_join(room_name, member.name))
             return
         if old is not None:
             self._leave(member, old)
             if old.members and len(old.members) < self.presence_limit:
-                self._fanout(old.members, protocol.format_part(old.name, member.name, "join"))
+                self._fanout(old.members, native.format_part(old.name, member.name, "join"))
         self._enter(member, room_name)
 
     def set_nick(self, member, nick):
-        protocol.check_name(nick, "nickname")
+        native.check_name(nick, "nickname")
         key = nick.casefold()
         holder = self.nicks.get(key)
         if holder is not None and holder is not member:
-            raise protocol.ProtocolError("nick-taken", f"nickname '{nick}' is in use")
+            raise native.ProtocolError("nick-taken", f"nickname '{nick}' is in use")
         if member.nick == nick:
-            self.send(member, protocol.format_nick(nick, nick))  # confirm; nobody else cares
+            self.send(member, native.format_nick(nick, nick))  # confirm; nobody else cares
             return
         if member.nick is not None:
             del self.nicks[member.nick.casefold()]
@@ -144,7 +145,7 @@ class Registry:
         old = member.name
         member.nick = member.name = nick
         member.room.who_line = None
-        self._presence(member, protocol.format_nick(old, nick))
+        self._presence(member, native.format_nick(old, nick))
 
     def find(self, who):
         """The member called ``who`` (nickname, case-insensitively, or id), or None."""
@@ -155,25 +156,25 @@ class Registry:
     def say(self, member, text):
         """``member`` says ``text`` in its room: everyone else there gets one ``MSG``."""
         room = member.room
-        self._fanout(room.members, protocol.format_msg(room.name, member.name, text), member)
+        self._fanout(room.members, native.format_msg(room.name, member.name, text), member)
 
     def tell(self, member, who, text):
         target = self.find(who)
         if target is None:
-            shown = protocol.check_printable(who[:64])
-            raise protocol.ProtocolError("no-such-nick", f"nobody is called '{shown}'")
-        self.send(target, protocol.format_tell(member.name, text))
+            shown = check_printable(who[:64])
+            raise native.ProtocolError("no-such-nick", f"nobody is called '{shown}'")
+        self.send(target, native.format_tell(member.name, text))
 
     def who(self, member):
         room = member.room
         if room.who_line is None:
-            room.who_line = protocol.format_who(room.name, [m.name for m in room.members])
+            room.who_line = native.format_who(room.name, [m.name for m in room.members])
         self.send(member, room.who_line)
 
     def list_rooms(self, member):
         if self.rooms_line is None:
             counts = [(r.name, len(r.members)) for r in self.rooms.values()]
-            self.rooms_line = protocol.format_rooms(counts)
+            self.rooms_line = native.format_rooms(counts)
         self.send(member, self.rooms_line)
 
     def send(self, member, data):
@@ -194,7 +195,7 @@ class Registry:
         room.members[member] = None
         room.who_line = self.rooms_line = None
         member.room = room
-        self._presence(member, protocol.format_join(room_name, member.name))
+        self._presence(member, native.format_join(room_name, member.name))
 
     def _leave(self, member, room):
         del room.members[member]

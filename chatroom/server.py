@@ -29,7 +29,8 @@ from gevent.server import StreamServer
 from gevent.socket import wait_write
 from greenlet import greenlet
 
-from . import protocol
+from .codec import native
+from .codec.lines import DEFAULT_MAX_LINE, LineFramer, LineTooLong, NO_LINE_END_LIMIT
 from .registry import (
     DEFAULT_OUTBOX_LIMIT,
     DEFAULT_OUTBOX_SOFT_LIMIT,
@@ -96,7 +97,7 @@ class Client(Member):
         super().__init__(member_id)
         self.sock = sock
         self.addr = addr
-        self.framer = protocol.LineFramer(max_line)
+        self.framer = LineFramer(max_line)
         self.watcher = watcher  #: read watcher, started while no reader greenlet runs
         self.writer = None  #: the writer greenlet, while the socket is full
         self.pending = None  #: memoryview of bytes taken from the outbox and not yet sent
@@ -106,11 +107,6 @@ class Client(Member):
         self.tokens = float(flood_burst)  #: flood bucket: lines that may still be sent now
         self.stamp = now  #: loop time the bucket was last filled
         self.strikes = 0.0  #: lines dropped for flooding, decaying at the flood rate
-
-
-def format_addr(address):
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class ChatServer(StreamServer):
@@ -126,7 +122,7 @@ class ChatServer(StreamServer):
     #: Tunables, set from the command line; see ``--help`` and the README's limits table.
     max_clients = DEFAULT_MAX_CLIENTS
     max_per_ip = DEFAULT_MAX_PER_IP
-    max_line = protocol.DEFAULT_MAX_LINE
+    max_line = DEFAULT_MAX_LINE
     flood_rate = DEFAULT_FLOOD_RATE
     flood_burst = DEFAULT_FLOOD_BURST
     send_timeout = DEFAULT_SEND_TIMEOUT
@@ -162,7 +158,7 @@ class ChatServer(StreamServer):
     # -- connection lifecycle --------------------------------------------------------------------
 
     def handle(self, sock, address):
-        client_id = format_addr(address)
+        client_id = native.format_addr(address)
         ip = address[0]
         refusal = None
         if self.stopping:
@@ -173,7 +169,7 @@ class ChatServer(StreamServer):
             refusal = "too-many-connections"
         if refusal is not None:
             log.warning("Refused %s: %s", client_id, refusal)
-            self._send_last_words(sock, protocol.format_bye(refusal))
+            self._send_last_words(sock, native.format_bye(refusal))
             sock.close()
             return
         _tune_socket(sock)
@@ -185,7 +181,7 @@ class ChatServer(StreamServer):
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         log.info("Connection has been established with %s", client_id)
         self._adopted.add(sock)
-        self.registry.add(client, protocol.format_hello(client_id))
+        self.registry.add(client, native.format_hello(client_id))
         self._read(client)
 
     def do_close(self, sock, *args):
@@ -239,12 +235,12 @@ class ChatServer(StreamServer):
                 reason = run(client, line)
                 if reason is not None:
                     return reason
-            elif isinstance(line, protocol.LineTooLong):
-                self.registry.send(client, protocol.format_err(
+            elif isinstance(line, LineTooLong):
+                self.registry.send(client, native.format_err(
                     "line-too-long", f"line over {self.max_line} bytes was discarded"))
             else:
-                self.registry.send(client, protocol.format_err(
-                    "no-line-end", f"{protocol.NO_LINE_END_LIMIT} bytes without a line end"))
+                self.registry.send(client, native.format_err(
+                    "no-line-end", f"{NO_LINE_END_LIMIT} bytes without a line end"))
                 return "no-line-end"
             if client.closing:
                 return client.gone or "disconnected"
@@ -258,7 +254,7 @@ class ChatServer(StreamServer):
                 return None if reason == "dropped" else reason
         registry = self.registry
         try:
-            cmd = protocol.parse_command(line)
+            cmd = native.parse_command(line)
             name = cmd.name
             if name == "SEND":
                 registry.say(client, cmd.args[0])
@@ -273,11 +269,11 @@ class ChatServer(StreamServer):
             elif name == "ROOMS":
                 registry.list_rooms(client)
             elif name == "PING":
-                registry.send(client, protocol.format_pong(*cmd.args))
+                registry.send(client, native.format_pong(*cmd.args))
             elif name == "QUIT":
                 return "quit: " + cmd.args[0] if cmd.args else "quit"
             # PONG: any line proves liveness; nothing more to do.
-        except protocol.ProtocolError as err:
+        except native.ProtocolError as err:
             registry.send(client, err.to_bytes())
         return None
 
@@ -296,7 +292,7 @@ class ChatServer(StreamServer):
         client.strikes = strikes
         if strikes > self.flood_burst * FLOOD_STRIKES_PER_BURST:
             return "flood"
-        self.registry.send(client, protocol.format_err(
+        self.registry.send(client, native.format_err(
             "rate-limited", f"over {rate:g} lines/s; line dropped"))
         return "dropped"
 
@@ -314,7 +310,7 @@ class ChatServer(StreamServer):
                         gevent.spawn(self._close, client, "ping-timeout")
                 elif now - client.last_seen > idle:
                     client.ping_sent = now
-                    self.registry.send(client, protocol.format_ping(str(int(now))))
+                    self.registry.send(client, native.format_ping(str(int(now))))
 
     def _forget(self, client):
         """Count ``client`` out of the connection limits; the first call does it, later ones nothing."""
@@ -339,7 +335,7 @@ class ChatServer(StreamServer):
         self.registry.remove(client, reason, announce=not self.stopping)
         client.gone = reason
         if reason != "disconnected":
-            self.registry.send(client, protocol.format_bye(bye))
+            self.registry.send(client, native.format_bye(bye))
             self._drain(client, self.shutdown_timeout if self.stopping else CLOSE_LINGER)
         log.info("Connection closed with %s (%s)", client.id, reason)
         self._discard(client)
@@ -350,7 +346,7 @@ class ChatServer(StreamServer):
             return
         log.warning("Dropped %s: %s (%d bytes queued)", client.id, reason, client.queued)
         if not client.pending:  # only at a line boundary, or the BYE would end someone's line
-            self._send_last_words(client.sock, protocol.format_bye(reason))
+            self._send_last_words(client.sock, native.format_bye(reason))
         self._discard(client)
 
     def _discard(self, client):
@@ -580,7 +576,7 @@ def build_parser():
       help="most clients at once, capped by the open-files limit (default %(default)s)")
     a("--max-per-ip", type=int, default=DEFAULT_MAX_PER_IP,
       help="most connections from one IP address, 0 = no limit (default %(default)s)")
-    a("--max-line", type=_line_limit, default=protocol.DEFAULT_MAX_LINE,
+    a("--max-line", type=_line_limit, default=DEFAULT_MAX_LINE,
       help="longest line in bytes (default %(default)s)")
     a("--outbox-limit", type=int, default=DEFAULT_OUTBOX_LIMIT,
       help="bytes queued to one client before it is dropped as a slow consumer (default %(default)s)")
@@ -623,8 +619,8 @@ def build_parser():
 def _line_limit(text):
     value = int(text)
     # Beyond this the 64 KiB no-line-end rule would close the connection before the limit applied.
-    if not 16 <= value <= protocol.NO_LINE_END_LIMIT - 2:
-        raise argparse.ArgumentTypeError(f"must be from 16 to {protocol.NO_LINE_END_LIMIT - 2}")
+    if not 16 <= value <= NO_LINE_END_LIMIT - 2:
+        raise argparse.ArgumentTypeError(f"must be from 16 to {NO_LINE_END_LIMIT - 2}")
     return value
 
 
@@ -717,7 +713,7 @@ def main(argv=None):
         server.registry.start()
     host, port = server.address[:2]
     log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
-             format_addr((host, port)), args.max_clients, nofile, os.getpid())
+             native.format_addr((host, port)), args.max_clients, nofile, os.getpid())
     done.wait()
     if args.redis:
         server.registry.leave()

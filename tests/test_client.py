@@ -17,7 +17,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from chatroom import protocol
+from chatroom.codec import native
+from chatroom.codec.lines import LineTooLong, NO_LINE_END_LIMIT
 from chatroom.client import (
     CONNECT_FAILED,
     UNKNOWN_COMMAND,
@@ -457,7 +458,7 @@ def test_sanitize_leaves_nothing_unsafe_and_keeps_safe_text(text):
     ("FUTURE thing", "FUTURE thing"),
 ])
 def test_describe(line, shown):
-    assert describe(protocol.parse_event(line)) == shown
+    assert describe(native.parse_event(line)) == shown
 
 
 @pytest.mark.parametrize("line, parsed", [
@@ -511,14 +512,14 @@ def test_fit_tail():
 @example(items=[b"a", 100_000, b"b"], cuts=[60_000])  # the read ends inside the giant line
 def test_client_framer_survives_giant_lines_at_any_split(items, cuts):
     """Lines up to the limit come through, each longer one is one LineTooLong, whatever the reads."""
-    lines = [b"x" * item if isinstance(item, int) else item for item in items]
-    data = b"".join(line + b"\n" for line in lines)
-    splitter, out, pos, i = line_framer(protocol.NO_LINE_END_LIMIT), [], 0, 0
+    items_ = [b"x" * item if isinstance(item, int) else item for item in items]
+    data = b"".join(line + b"\n" for line in items_)
+    splitter, out, pos, i = line_framer(NO_LINE_END_LIMIT), [], 0, 0
     while pos < len(data):
         step = cuts[i % len(cuts)]
         out += splitter.feed(data[pos:pos + step])
         pos, i = pos + step, i + 1
     out += finish(splitter)
-    expected = [line.removesuffix(b"\r") if len(line) <= protocol.NO_LINE_END_LIMIT
-                else protocol.LineTooLong(len(line)) for line in lines]
+    expected = [line.removesuffix(b"\r") if len(line) <= NO_LINE_END_LIMIT
+                else LineTooLong(len(line)) for line in items_]
     assert out == expected

@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chatroom import protocol
+from chatroom.codec import native
+from chatroom.codec.lines import LineFramer
 from conftest import ROOT, WAIT
 
 #: Longest server line the readers here accept (a WHO of a big room is long, but not this long).
@@ -31,7 +32,8 @@ MAX_EVENT = 1 << 20
 #: It prints its id once it is in the room, then waits on stdin without touching the socket.
 STUCK_CLIENT = r"""
 import socket, sys
-from chatroom import protocol
+from chatroom.codec import native
+from chatroom.codec.lines import LineFramer
 port, room = int(sys.argv[1]), sys.argv[2]
 sock = socket.socket()
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -39,13 +41,13 @@ sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
 sock.settimeout(10)
 sock.connect(("127.0.0.1", port))
 if room != "lobby":
-    sock.sendall(protocol.format_command("JOIN", room))
-framer, me = protocol.LineFramer(1 << 20), None
+    sock.sendall(native.format_command("JOIN", room))
+framer, me = LineFramer(1 << 20), None
 while True:
     data = sock.recv(4096)
     if not data:
         sys.exit("closed before joining")
-    events = [protocol.parse_event(line) for line in framer.feed(data)]
+    events = [native.parse_event(line) for line in framer.feed(data)]
     for ev in events:
         if ev.name == "HELLO":
             me = ev.args[0]
@@ -114,7 +116,7 @@ def gather(clients, done=None, timeout=WAIT):
                 unfinished.discard(c)
 
     for c in clients:
-        framers[c] = protocol.LineFramer(MAX_EVENT)
+        framers[c] = LineFramer(MAX_EVENT)
         leftover, c._buf = c._buf, b""  # bytes LineClient already read past its last line
         take(c, leftover)
         c.sock.setblocking(False)
@@ -254,7 +256,7 @@ def test_stopped_reader_is_dropped_while_49_others_get_5000_messages_in_order(st
     last = f"MSG big {sender.id} {count - 1:05d} "
     reading = background(gather, others, lambda c, line: line.startswith(last), 60)
     pad = "x" * 120
-    sender.send_raw(b"".join(protocol.format_command("SEND", f"{i:05d} {pad}") for i in range(count)))
+    sender.send_raw(b"".join(native.format_command("SEND", f"{i:05d} {pad}") for i in range(count)))
     sender.send("PING after")
     sender.expect("PONG after")  # every line was taken in: the sender was never held up
 
@@ -289,7 +291,7 @@ def test_non_reading_client_is_dropped_by_each_limit(start_server, clients, stuc
     server = start_server("--flood-rate", 0, *args)
     frozen = stuck(server)
     sender = clients(server)
-    sender.send_raw(b"".join(protocol.format_command("SEND", f"{i} " + "y" * 1000) for i in range(400)))
+    sender.send_raw(b"".join(native.format_command("SEND", f"{i} " + "y" * 1000) for i in range(400)))
     assert sender.expect(f"PART lobby {frozen.id}", timeout=WAIT) == f"PART lobby {frozen.id} {reason}"
     m = server.wait_for(rf"Dropped {re.escape(frozen.id)}: (\S+) \((\d+) bytes queued\)")
     assert m.group(1) == reason
@@ -307,7 +309,7 @@ def test_soft_limit_drops_a_non_reader_in_a_busy_room_too(start_server, clients,
                           "--outbox-soft-seconds", 1, "--send-timeout", 60)
     frozen = stuck(server)
     sender = clients(server)
-    sender.send_raw(b"".join(protocol.format_command("SEND", f"{i} " + "y" * 1000) for i in range(400)))
+    sender.send_raw(b"".join(native.format_command("SEND", f"{i} " + "y" * 1000) for i in range(400)))
     # The room keeps talking, a line every 0.1 s, until the frozen member is dropped.
     deadline = time.monotonic() + WAIT
     while not dropped_lines(server, frozen.id):
@@ -448,7 +450,7 @@ def test_sigterm_under_load_delivers_everything_accepted_then_bye(start_server, 
             pass
 
     chatting = background(chatter)
-    sender.send_raw(b"".join(protocol.format_command("SEND", f"n {i}") for i in range(count)))
+    sender.send_raw(b"".join(native.format_command("SEND", f"n {i}") for i in range(count)))
     sender.sync("accepted")  # every one of the count lines was taken in before the shutdown
     server.signal(signal.SIGTERM)
     assert server.proc.wait(WAIT) == 0

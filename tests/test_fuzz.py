@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatroom import protocol
-from chatroom.protocol import NO_LINE_END_LIMIT, LineFramer, LineTooLong, NoLineEnd
+from chatroom.codec import native, text
+from chatroom.codec.lines import DEFAULT_MAX_LINE, NO_LINE_END_LIMIT, LineFramer, LineTooLong, NoLineEnd
 
 #: Examples per property: enough to hit every framer branch, few enough for a couple of seconds.
 EXAMPLES = 300
@@ -22,7 +22,7 @@ FUZZ = settings(deadline=None, max_examples=EXAMPLES, suppress_health_check=[Hea
 #: Hypothesis warns when a failing example (a 64 KiB run) has a long repr; the repr is still useful.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
-WORDS = [w.encode() + b" " for w in protocol.COMMANDS] + [b"send ", b"JOIN lobby", b"NICK ann"]
+WORDS = [w.encode() + b" " for w in native.COMMANDS] + [b"send ", b"JOIN lobby", b"NICK ann"]
 
 #: Pieces of a stream: junk bytes, command words, line ends, lone CRs, and long runs (some past
 #: the no-line-end limit) built by repetition so they cost nothing to generate.
@@ -42,7 +42,7 @@ def split_stream(draw):
     cuts = sorted(set(draw(st.lists(st.integers(0, len(data)), max_size=12))))
     bounds = [0, *cuts, len(data)]
     chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
-    max_line = draw(st.sampled_from([1, 2, 5, 16, 64, protocol.DEFAULT_MAX_LINE]))
+    max_line = draw(st.sampled_from([1, 2, 5, 16, 64, DEFAULT_MAX_LINE]))
     return max_line, chunks
 
 
@@ -73,8 +73,8 @@ def is_safe_text(text):
 def parse(line):
     """``parse_command(line)``, or the ``ProtocolError`` it raised; anything else propagates."""
     try:
-        return protocol.parse_command(line)
-    except protocol.ProtocolError as err:
+        return native.parse_command(line)
+    except native.ProtocolError as err:
         assert err.code and " " not in err.code
         assert err.to_bytes().startswith(b"ERR " + err.code.encode() + b" ")
         return err
@@ -108,8 +108,8 @@ def test_every_framed_line_parses_or_raises_only_protocol_error(case):
             if not isinstance(line, bytes):
                 continue
             cmd = parse(line)
-            if isinstance(cmd, protocol.Command):
-                assert cmd.name in protocol.COMMANDS
+            if isinstance(cmd, native.Command):
+                assert cmd.name in native.COMMANDS
                 if cmd.name in ("SEND", "TELL"):
                     assert is_safe_text(cmd.args[-1]), cmd  # what is relayed to other terminals
 
@@ -120,7 +120,7 @@ def test_parse_command_on_raw_bytes_raises_only_protocol_error(line):
     parse(line.replace(b"\n", b""))
 
 
-names = st.from_regex(protocol.NAME_RE, fullmatch=True)
+names = st.from_regex(text.NAME_RE, fullmatch=True)
 safe_text = st.text(min_size=1, max_size=60).filter(is_safe_text)
 
 
@@ -129,20 +129,20 @@ safe_text = st.text(min_size=1, max_size=60).filter(is_safe_text)
 def test_formatted_commands_parse_back(name, who, text):
     args = {"SEND": (text,), "TELL": (who, text), "NICK": (who,), "JOIN": (who,),
             "PING": (text,), "QUIT": (text,)}[name]
-    line = protocol.format_command(name, *args)
+    line = native.format_command(name, *args)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert protocol.parse_command(line[:-1]) == protocol.Command(name, args)
+    assert native.parse_command(line[:-1]) == native.Command(name, args)
 
 
 @settings(deadline=None, max_examples=EXAMPLES)
 @given(names, names, safe_text)
 def test_formatted_events_parse_back(room, who, text):
     cases = [
-        (protocol.format_msg(room, who, text), ("MSG", (room, who, text))),
-        (protocol.format_tell(who, text), ("TELL", (who, text))),
-        (protocol.format_part(room, who, text), ("PART", (room, who, text))),
-        (protocol.format_join(room, who), ("JOIN", (room, who))),
+        (native.format_msg(room, who, text), ("MSG", (room, who, text))),
+        (native.format_tell(who, text), ("TELL", (who, text))),
+        (native.format_part(room, who, text), ("PART", (room, who, text))),
+        (native.format_join(room, who), ("JOIN", (room, who))),
     ]
     for data, (name, args) in cases:
         assert data.endswith(b"\n") and data.count(b"\n") == 1
-        assert protocol.parse_event(data[:-1]) == protocol.Event(name, args)
+        assert native.parse_event(data[:-1]) == native.Event(name, args)

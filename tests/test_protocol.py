@@ -1,18 +1,15 @@
-"""Unit tests of chatroom/protocol.py over plain bytes: framing, command parsing, event formatting.
+"""Unit tests of chatroom/codec/lines.py and chatroom/codec/native.py over plain bytes: framing, command parsing, event formatting.
 
 No sockets: every rule of docs/protocol.md that the sans-I/O layer owns is checked here.
 """
 
 import pytest
 
-from chatroom import protocol
-from chatroom.protocol import (
-    NO_LINE_END_LIMIT,
+from chatroom.codec import native
+from chatroom.codec.lines import NO_LINE_END_LIMIT, LineFramer, LineTooLong, NoLineEnd
+from chatroom.codec.native import (
     Command,
     Event,
-    LineFramer,
-    LineTooLong,
-    NoLineEnd,
     ProtocolError,
     format_command,
     parse_command,
@@ -181,7 +178,7 @@ def test_tab_in_text_is_bad_text(command):
                                   "\u00a0nbsp", "\u200bzero width", "arrows \u2190\u2192", "  spaces  "])
 def test_printable_text_is_accepted(text):
     assert parse_command(f"SEND {text}".encode()).args == (text,)
-    assert protocol.check_text(text) == text
+    assert native.check_text(text) == text
 
 
 @pytest.mark.parametrize("command", ["PING", "PONG", "QUIT"])
@@ -209,35 +206,35 @@ def test_invalid_names(name):
 
 
 def test_name_length_boundary():
-    assert protocol.check_name("n" * 32, "nickname") == "n" * 32
+    assert native.check_name("n" * 32, "nickname") == "n" * 32
     with pytest.raises(ProtocolError):
-        protocol.check_name("n" * 33, "nickname")
+        native.check_name("n" * 33, "nickname")
 
 
 # -- events --------------------------------------------------------------------------------------
 
 EVENT_CASES = [
-    (protocol.format_hello("127.0.0.1:54321"), Event("HELLO", ("127.0.0.1:54321", "chatroom/1.0"))),
-    (protocol.format_hello("[::1]:54321"), Event("HELLO", ("[::1]:54321", "chatroom/1.0"))),
-    (protocol.format_msg("lobby", "127.0.0.1:54321", "Hello, Server!"),
+    (native.format_hello("127.0.0.1:54321"), Event("HELLO", ("127.0.0.1:54321", "chatroom/1.0"))),
+    (native.format_hello("[::1]:54321"), Event("HELLO", ("[::1]:54321", "chatroom/1.0"))),
+    (native.format_msg("lobby", "127.0.0.1:54321", "Hello, Server!"),
      Event("MSG", ("lobby", "127.0.0.1:54321", "Hello, Server!"))),
-    (protocol.format_msg("dev", "ann", "  lead and trail  "), Event("MSG", ("dev", "ann", "  lead and trail  "))),
-    (protocol.format_msg("dev", "ann", "caf\u00e9 \U0001f600"), Event("MSG", ("dev", "ann", "caf\u00e9 \U0001f600"))),
-    (protocol.format_tell("bob", "see you at 5"), Event("TELL", ("bob", "see you at 5"))),
-    (protocol.format_join("dev", "ann"), Event("JOIN", ("dev", "ann"))),
-    (protocol.format_part("lobby", "bob"), Event("PART", ("lobby", "bob"))),
-    (protocol.format_part("lobby", "bob", "join"), Event("PART", ("lobby", "bob", "join"))),
-    (protocol.format_part("lobby", "bob", "quit: gone fishing"), Event("PART", ("lobby", "bob", "quit: gone fishing"))),
-    (protocol.format_nick("127.0.0.1:54321", "ann"), Event("NICK", ("127.0.0.1:54321", "ann"))),
-    (protocol.format_who("lobby", ["ann", "127.0.0.1:54400"]), Event("WHO", ("lobby", "ann", "127.0.0.1:54400"))),
-    (protocol.format_who("dev", ["ann"]), Event("WHO", ("dev", "ann"))),
-    (protocol.format_rooms([("lobby", 2), ("dev", 1)]), Event("ROOMS", ("lobby:2", "dev:1"))),
-    (protocol.format_ping("1732571234"), Event("PING", ("1732571234",))),
-    (protocol.format_pong("42"), Event("PONG", ("42",))),
-    (protocol.format_pong(), Event("PONG", ())),
-    (protocol.format_err("nick-taken", "nickname 'ann' is in use"),
+    (native.format_msg("dev", "ann", "  lead and trail  "), Event("MSG", ("dev", "ann", "  lead and trail  "))),
+    (native.format_msg("dev", "ann", "caf\u00e9 \U0001f600"), Event("MSG", ("dev", "ann", "caf\u00e9 \U0001f600"))),
+    (native.format_tell("bob", "see you at 5"), Event("TELL", ("bob", "see you at 5"))),
+    (native.format_join("dev", "ann"), Event("JOIN", ("dev", "ann"))),
+    (native.format_part("lobby", "bob"), Event("PART", ("lobby", "bob"))),
+    (native.format_part("lobby", "bob", "join"), Event("PART", ("lobby", "bob", "join"))),
+    (native.format_part("lobby", "bob", "quit: gone fishing"), Event("PART", ("lobby", "bob", "quit: gone fishing"))),
+    (native.format_nick("127.0.0.1:54321", "ann"), Event("NICK", ("127.0.0.1:54321", "ann"))),
+    (native.format_who("lobby", ["ann", "127.0.0.1:54400"]), Event("WHO", ("lobby", "ann", "127.0.0.1:54400"))),
+    (native.format_who("dev", ["ann"]), Event("WHO", ("dev", "ann"))),
+    (native.format_rooms([("lobby", 2), ("dev", 1)]), Event("ROOMS", ("lobby:2", "dev:1"))),
+    (native.format_ping("1732571234"), Event("PING", ("1732571234",))),
+    (native.format_pong("42"), Event("PONG", ("42",))),
+    (native.format_pong(), Event("PONG", ())),
+    (native.format_err("nick-taken", "nickname 'ann' is in use"),
      Event("ERR", ("nick-taken", "nickname 'ann' is in use"))),
-    (protocol.format_bye("server-shutdown"), Event("BYE", ("server-shutdown",))),
+    (native.format_bye("server-shutdown"), Event("BYE", ("server-shutdown",))),
 ]
 
 
@@ -250,12 +247,12 @@ def test_every_event_round_trips(data, expected):
 
 
 def test_events_match_docs_examples():
-    assert protocol.format_hello("127.0.0.1:54321") == b"HELLO 127.0.0.1:54321 chatroom/1.0\n"
-    assert protocol.format_msg("lobby", "127.0.0.1:54321", "Hello, Server!") == \
+    assert native.format_hello("127.0.0.1:54321") == b"HELLO 127.0.0.1:54321 chatroom/1.0\n"
+    assert native.format_msg("lobby", "127.0.0.1:54321", "Hello, Server!") == \
         b"MSG lobby 127.0.0.1:54321 Hello, Server!\n"
-    assert protocol.format_part("lobby", "bob", "quit: gone fishing") == b"PART lobby bob quit: gone fishing\n"
-    assert protocol.format_rooms([("lobby", 2), ("dev", 1)]) == b"ROOMS lobby:2 dev:1\n"
-    assert protocol.format_bye("server-shutdown") == b"BYE server-shutdown\n"
+    assert native.format_part("lobby", "bob", "quit: gone fishing") == b"PART lobby bob quit: gone fishing\n"
+    assert native.format_rooms([("lobby", 2), ("dev", 1)]) == b"ROOMS lobby:2 dev:1\n"
+    assert native.format_bye("server-shutdown") == b"BYE server-shutdown\n"
 
 
 def test_protocol_error_to_bytes():

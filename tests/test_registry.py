@@ -6,8 +6,8 @@ presence announcements, TELL/WHO/ROOMS, and eviction by the hard and the soft ou
 
 import pytest
 
-from chatroom import protocol
-from chatroom.protocol import ProtocolError
+from chatroom.codec import native
+from chatroom.codec.native import ProtocolError
 from chatroom.registry import LOBBY, Member, Registry
 
 
@@ -63,10 +63,10 @@ def reg():
 
 def test_add_greets_then_joins_lobby_and_others_see_it(reg):
     a = Member("127.0.0.1:1")
-    reg.add(a, protocol.format_hello(a.id))
+    reg.add(a, native.format_hello(a.id))
     assert lines(a) == ["HELLO 127.0.0.1:1 chatroom/1.0", "JOIN lobby 127.0.0.1:1"]
     b = Member("127.0.0.1:2")
-    reg.add(b, protocol.format_hello(b.id))
+    reg.add(b, native.format_hello(b.id))
     assert lines(a) == ["JOIN lobby 127.0.0.1:2"]
     assert lines(b) == ["HELLO 127.0.0.1:2 chatroom/1.0", "JOIN lobby 127.0.0.1:2"]
     assert len(reg) == 2 and a.room is b.room and a.room.name == LOBBY
@@ -100,7 +100,7 @@ def test_broadcast_all_reaches_every_room(reg):
     reg.join(c, "dev")
     for m in (a, b, c):
         lines(m)
-    reg.broadcast_all(protocol.format_bye("server-shutdown"))
+    reg.broadcast_all(native.format_bye("server-shutdown"))
     assert [lines(m) for m in (a, b, c)] == [["BYE server-shutdown"]] * 3
     assert a.outbox is not c.outbox
 
@@ -374,7 +374,7 @@ def test_full_outbox_evicts_only_that_member():
     sender, slow, *fast = make(reg, "s:1", "slow:2", "f:3", "f:4", "f:5")
     slow.blocked = True  # its socket takes nothing more
     text = "x" * 80
-    frame = protocol.format_msg(LOBBY, "s:1", text).decode().rstrip("\n")
+    frame = native.format_msg(LOBBY, "s:1", text).decode().rstrip("\n")
     sent = 0
     while not hooks.evicted and sent < 100:
         reg.say(sender, text)
@@ -394,7 +394,7 @@ def test_full_outbox_evicts_only_that_member():
 
 
 def test_exactly_at_hard_limit_is_not_evicted():
-    frame_len = len(protocol.format_msg(LOBBY, "s:1", "y" * 10))
+    frame_len = len(native.format_msg(LOBBY, "s:1", "y" * 10))
     reg = Registry(outbox_limit=frame_len * 3, soft_limit=0)
     hooks = Hooks(reg)
     s, m = make(reg, "s:1", "m:2")

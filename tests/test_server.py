@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from chatroom import protocol
+from chatroom.codec.lines import LineFramer
 from conftest import WAIT
 
 
@@ -291,7 +291,7 @@ PAD = "p" * ((kernel_send_buffer_max() + 2 * OUTBOX_LIMIT) // MESSAGES)
 
 def receive_all(client, results, index, deadline):
     """Collect the sequence numbers of MSG lines until all arrived; other lines are noted."""
-    framer = protocol.LineFramer(max_line=len(PAD) + 100)
+    framer = LineFramer(max_line=len(PAD) + 100)
     seqs, others = [], []
     try:
         client.sock.settimeout(0.5)

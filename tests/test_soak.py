@@ -29,7 +29,8 @@ import gevent.lock
 import pytest
 from gevent import socket as gsocket
 
-from chatroom import protocol
+from chatroom.codec import native
+from chatroom.codec.lines import LineFramer
 from conftest import WAIT
 
 #: Server limits for the soak: small, so every limit is hit within seconds.
@@ -69,7 +70,7 @@ class SoakClient:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
         self.sock.settimeout(WAIT)
         self.sock.connect(("127.0.0.1", port))
-        self.framer = protocol.LineFramer(MAX_EVENT)
+        self.framer = LineFramer(MAX_EVENT)
         self.id = None
         self.msgs = defaultdict(list)  # sender key -> sequence numbers, in arrival order
         self.errs = Counter()
@@ -85,7 +86,7 @@ class SoakClient:
 
     def send(self, data):
         if isinstance(data, str):
-            data = protocol.format_command(*data.split(" ", 1))
+            data = native.format_command(*data.split(" ", 1))
         with self._send_lock:
             self.sock.sendall(data)
 
@@ -140,7 +141,7 @@ class SoakClient:
 
     def _event(self, line):
         self.last = line
-        ev = protocol.parse_event(line)
+        ev = native.parse_event(line)
         if ev.name == "MSG":
             key, _, seq = ev.args[2].partition(" ")
             self.msgs[key].append(int(seq) if seq.isdigit() else seq)
@@ -259,7 +260,7 @@ class Round:
 
     def flooder(self):
         self.misbehave("flooder", lambda c: c.send(b"".join(
-            protocol.format_command("SEND", f"{c.key} {i}") for i in range(300))))
+            native.format_command("SEND", f"{c.key} {i}") for i in range(300))))
 
     def no_line_end(self):
         self.misbehave("no-line-end", lambda c: c.send(b"SEND " + b"N" * (1 << 20)))

@@ -1,0 +1,191 @@
+"""The native wire protocol v1 without I/O: lines to commands, events to bytes.
+
+Nothing here touches a socket or gevent, so every rule of ``docs/protocol.md`` is testable with
+plain bytes. Lines come from :class:`chatroom.codec.lines.LineFramer`; then:
+
+- :func:`parse_command` turns one line into a :class:`Command` or raises :class:`ProtocolError`
+  with a stable error code.
+- ``format_*`` functions build the server's events as ready-to-send ``bytes``.
+"""
+
+from dataclasses import dataclass
+
+from .text import BAD_TEXT_RE, NAME_RE, check_printable
+
+VERSION = "1.0"
+SERVER_NAME = "chatroom/" + VERSION
+
+COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT")
+
+
+class ProtocolError(Exception):
+    """A line the server refuses; ``code`` is the stable ``ERR`` code, ``text`` the human part."""
+
+    def __init__(self, code, text):
+        super().__init__(code, text)
+        self.code = code
+        self.text = text
+
+    def to_bytes(self):
+        return format_err(self.code, self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One parsed client line. ``args`` are the command's fields, the last running to line end."""
+
+    name: str
+    args: tuple = ()
+
+
+def format_addr(address):
+    """A connection's id from its peer address: ``127.0.0.1:54321``, ``[::1]:54321``."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_text(text):
+    """Raise ``bad-text`` unless ``text`` is safe to relay to other people's terminals."""
+    if BAD_TEXT_RE.search(text):
+        raise ProtocolError("bad-text", "text must not contain control characters or escape sequences")
+    return text
+
+
+def check_name(name, kind):
+    if not NAME_RE.match(name):
+        code = "nick-invalid" if kind == "nickname" else "room-invalid"
+        raise ProtocolError(
+            code, f"{kind} must be 1-32 of A-Z a-z 0-9 _ - and not start with '-'"
+        )
+    return name
+
+
+def decode(line):
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("invalid-utf8", "line is not valid UTF-8") from None
+
+
+def parse_command(line):
+    """Parse one line (``bytes`` from the framer, without line end) into a :class:`Command`."""
+    text = decode(line)
+    name, sep, rest = text.partition(" ")
+    if name == "SEND":
+        if not rest:
+            raise ProtocolError("missing-argument", "usage: SEND <text>")
+        return Command("SEND", (check_text(rest),))
+    if name == "TELL":
+        who, _, body = rest.partition(" ")
+        if not who or not body:
+            raise ProtocolError("missing-argument", "usage: TELL <nick> <text>")
+        return Command("TELL", (who, check_text(body)))
+    if name in ("NICK", "JOIN"):
+        arg = rest.strip(" ")
+        if not arg:
+            usage = "NICK <name>" if name == "NICK" else "JOIN <room>"
+            raise ProtocolError("missing-argument", "usage: " + usage)
+        return Command(name, (check_name(arg, "nickname" if name == "NICK" else "room"),))
+    if name in ("WHO", "ROOMS"):
+        return Command(name)
+    if name in ("PING", "PONG", "QUIT"):
+        return Command(name, (check_text(rest),) if rest else ())
+    if not name:
+        raise ProtocolError("unknown-command", "empty line; try SEND <text>")
+    shown = check_printable(name[:32])
+    hint = " (commands are case-sensitive)" if name.upper() in COMMANDS else ""
+    raise ProtocolError("unknown-command", f"unknown command '{shown}'{hint}")
+
+
+def format_command(name, *args):
+    """A client line as bytes: ``format_command("SEND", "hi") == b"SEND hi\\n"``."""
+    return " ".join((name,) + args).encode("utf-8") + b"\n"
+
+
+# -- server events -------------------------------------------------------------------------------
+# Each returns the whole line as bytes, ready to queue: encoded once, shared by every recipient.
+
+
+def _line(*fields):
+    return " ".join(fields).encode("utf-8") + b"\n"
+
+
+def format_hello(client_id):
+    return _line("HELLO", client_id, SERVER_NAME)
+
+
+def format_msg(room, sender, text):
+    return f"MSG {room} {sender} {text}\n".encode("utf-8")
+
+
+def format_tell(sender, text):
+    return _line("TELL", sender, text)
+
+
+def format_join(room, who):
+    return _line("JOIN", room, who)
+
+
+def format_part(room, who, reason=""):
+    return _line("PART", room, who, reason) if reason else _line("PART", room, who)
+
+
+def format_nick(old, new):
+    return _line("NICK", old, new)
+
+
+def format_who(room, names):
+    return _line("WHO", room, *names)
+
+
+def format_rooms(counts):
+    return _line("ROOMS", *(f"{room}:{n}" for room, n in counts))
+
+
+def format_ping(token):
+    return _line("PING", token)
+
+
+def format_pong(token=""):
+    return _line("PONG", token) if token else b"PONG\n"
+
+
+def format_err(code, text):
+    return _line("ERR", code, text)
+
+
+def format_bye(reason):
+    return _line("BYE", reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One parsed server line (what a client sees). ``args`` as for :class:`Command`."""
+
+    name: str
+    args: tuple = ()
+
+
+#: How many fields each server event has before its free text (which may contain spaces).
+_EVENT_FIELDS = {
+    "HELLO": 2, "MSG": 2, "TELL": 1, "JOIN": 2, "PART": 2, "NICK": 2,
+    "PING": 0, "PONG": 0, "ERR": 1, "BYE": 0,
+}
+
+
+def parse_event(line):
+    """Parse one server line (``bytes`` or ``str``, no line end) into an :class:`Event`.
+
+    Used by clients and tests. ``WHO`` and ``ROOMS`` give one argument a name; every other
+    event gives its fixed fields and then its text (if any) as the last argument.
+    """
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    name, _, rest = line.partition(" ")
+    if name in ("WHO", "ROOMS"):
+        return Event(name, tuple(rest.split()))
+    fields = _EVENT_FIELDS.get(name)
+    if fields is None:
+        return Event(name, (rest,) if rest else ())
+    parts = rest.split(" ", fields) if rest else []
+    return Event(name, tuple(parts))
