@@ -50,7 +50,8 @@ import gevent.event
 import gevent.monkey
 
 from .codec import native
-from .registry import Registry
+from .core.registry import Registry
+from .transport.sockets import reuse_port_socket
 
 log = logging.getLogger("chatroom.cluster")
 
@@ -108,8 +109,6 @@ DROP_LOG_INTERVAL = 10.0
 #: Seconds a stopping node waits for its queue to reach Redis before it leaves anyway.
 LEAVE_TIMEOUT = 2.0
 
-#: Node names: safe in keys, in ``node/id`` addresses and in log lines.
-NODE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 # -- Lua scripts: each runs atomically in Redis ------------------------------------------------------
 
@@ -306,20 +305,6 @@ def default_node_name():
     return f"{host}-{os.getpid()}"
 
 
-def node_name(text):
-    """argparse type for ``--node``."""
-    if not NODE_RE.match(text):
-        raise ValueError("node names are 1-64 of A-Z a-z 0-9 _ . -")
-    return text
-
-
-def redis_url(text):
-    """argparse type for ``--redis``."""
-    if not text.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("expected redis://HOST:PORT/DB")
-    return text
-
-
 def format_notice(code, text):
     """A ``NOTICE <code> <text>`` line (docs/protocol.md, cluster notices)."""
     return native.format_command("NOTICE", code, text)
@@ -407,15 +392,17 @@ class ClusterRegistry(Registry):
         return self._rename(member, nick)
 
     def _rename(self, member, nick):
+        old = member.name
         if member.nick != nick:
             self._store(member, nick)  # before the NICK line goes out, so WHO agrees with it
         super().set_nick(member, nick)
+        if old != nick:
+            self._publish_presence(member, native.format_nick(old, nick))
 
-    def say(self, member, text):
-        room = member.room
-        data = native.format_msg(room.name, member.name, text)
-        self._fanout(room.members, data, member)
-        self.link.publish(MSG, room.name, data)
+    def say(self, member, text, room=None, notice=False, tags=None):
+        room = room or member.room
+        super().say(member, text, room, notice, tags)
+        self.link.publish(MSG, room.name, native.format_msg(room.name, member.name, text))
 
     def tell(self, member, who, text):
         if self.find(who) is None and self.link.up:
@@ -451,7 +438,9 @@ class ClusterRegistry(Registry):
         room = self.rooms.get(room_name)
         self._stamps[member.id] = time.time()
         self._store(member, member.name, room_name, (len(room.members) if room else 0) + 1)
-        super()._enter(member, room_name)
+        room = super()._enter(member, room_name)
+        self._publish_presence(member, native.format_join(room_name, member.name))
+        return room
 
     def _leave(self, member, room):
         super()._leave(member, room)
@@ -467,8 +456,8 @@ class ClusterRegistry(Registry):
                           self.room_prefix + room_name, member.id, room_name, value, size,
                           self.link.keys_ms)
 
-    def _presence(self, member, data):
-        super()._presence(member, data)
+    def _publish_presence(self, member, data):
+        """Other nodes hear a change of ``member`` if its room is small enough."""
         if len(member.room.members) <= self.presence_limit:
             self.link.publish(PRESENCE, member.room.name, data)
 
@@ -524,13 +513,15 @@ class ClusterRegistry(Registry):
             return
         if self._owners.get(member_id) != owner:
             return
-        old = member.name
+        old, old_prefix = member.name, member.prefix
         del self.nicks[key]
         member.nick = None
         member.name = member.id
+        member._prefix = None
         member.room.who_line = None
         self._store(member, member.id)
-        self._presence(member, native.format_nick(old, member.id))
+        self._announce(member, member.joined(), "nick", old, old_prefix)
+        self._publish_presence(member, native.format_nick(old, member.id))
         self.send(member, format_notice(
             "nick-lost", f"nickname '{old}' was taken on another server while this one was cut off"))
         log.warning("Nickname %s of %s lost to another node", old, member_id)
@@ -952,28 +943,6 @@ WORKER_STABLE = 10.0
 WORKER_STOP_GRACE = 5.0
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def reuse_port_socket(address, listen=None):
-    """A TCP socket bound to ``address`` with SO_REUSEPORT (listening if ``listen`` is a backlog).
-
-    Every process that binds the same port this way gets its own accept queue, and the kernel
-    spreads new connections over the listening ones.
-    """
-    from gevent import socket as gsocket
-
-    host = address[0]
-    sock = gsocket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        if listen is not None:
-            sock.listen(listen)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _die_with_parent():

@@ -46,7 +46,7 @@ from gevent.pool import Pool
 from gevent.socket import wait_read
 
 from .codec.lines import LineFramer
-from . import server as chat_server
+from .transport import sockets
 from . import settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1145,7 +1145,7 @@ def worker_main(cfg_json):
 def raise_nofile_limit():
     """Raise the open-files soft limit to the hard limit (as the server does); (before, after)."""
     before, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return before, chat_server.raise_nofile_limit()
+    return before, sockets.raise_nofile_limit()
 
 
 def build_parser():

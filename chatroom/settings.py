@@ -33,14 +33,18 @@ def _port(text):
 
 
 def _redis_url(text):
-    if not re.match(r"rediss?://[^/\s]+(/\d+)?\Z", text):
+    if not text.startswith(("redis://", "rediss://", "unix://")):
         raise argparse.ArgumentTypeError("expected redis://HOST:PORT/DB")
     return text
 
 
+#: Cluster node names: safe in keys, in ``node/id`` addresses and in log lines.
+NODE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+
+
 def _node_name(text):
-    if not re.match(r"[A-Za-z0-9_.-]{1,64}\Z", text):
-        raise argparse.ArgumentTypeError("1-64 of A-Z a-z 0-9 _ . -")
+    if not NODE_RE.match(text):
+        raise argparse.ArgumentTypeError("node names are 1-64 of A-Z a-z 0-9 _ . -")
     return text
 
 

@@ -1,7 +1,7 @@
 """The documentation keeps up with the code: every server flag and every ERR/BYE code is documented.
 
-The README's limits table must list each ``--flag`` of ``chatroom.server.build_parser()`` with its
-default, and docs/protocol.md must list every ``ERR`` code and disconnect reason the server source
+The README's limits table must list each ``--flag`` of the settings table
+(``chatroom.settings.SETTINGS``, which the server's parser is built from) with its default, and docs/protocol.md must list every ``ERR`` code and disconnect reason the server source
 can produce. A flag or code added without its documentation fails here.
 """
 
@@ -10,12 +10,13 @@ import re
 
 import pytest
 
-from chatroom import server
+from chatroom import settings
 from conftest import ROOT
 
 README = ROOT / "README.md"
 PROTOCOL_DOC = ROOT / "docs" / "protocol.md"
-SOURCES = [ROOT / "chatroom" / name for name in ("server.py", "registry.py", "codec/native.py")]
+SOURCES = [ROOT / "chatroom" / name for name in (
+    "server.py", "core/registry.py", "codec/native.py")] + sorted((ROOT / "chatroom" / "transport").glob("*.py"))
 
 #: Words the source passes around as reasons that never reach a client: ``_flood_check`` answers
 #: "dropped" for "this line was dropped, go on".
@@ -24,7 +25,7 @@ INTERNAL_WORDS = {"dropped"}
 
 def flag_defaults():
     """``{"--flag": default}`` for every option of the server's parser (``-h`` aside)."""
-    parser = server.build_parser()
+    parser = settings.build_parser()
     return {
         action.option_strings[-1]: action.default
         for action in parser._actions
@@ -116,7 +117,7 @@ def source_codes():
                         errs |= _strings(args[0], assigned)
                     elif name == "format_bye":
                         reasons |= _strings(args[0], assigned)
-                    elif name in ("evict", "_close") and len(args) >= 2:
+                    elif name in ("evict", "_close", "refusal") and len(args) >= 2:
                         reasons |= _strings(args[1], assigned)
                 elif isinstance(node, ast.Return) and node.value is not None and (
                         "reason" in doc or "disconnect" in doc):

@@ -8,7 +8,7 @@ import pytest
 
 from chatroom.codec import native
 from chatroom.codec.native import ProtocolError
-from chatroom.registry import LOBBY, Member, Registry
+from chatroom.core.registry import LOBBY, Member, Registry
 
 
 class FakeClock:

@@ -10,6 +10,7 @@ plain bytes. Lines come from :class:`chatroom.codec.lines.LineFramer`; then:
 
 from dataclasses import dataclass
 
+from . import irc
 from .text import BAD_TEXT_RE, NAME_RE, check_printable
 
 VERSION = "1.0"
@@ -189,3 +190,58 @@ def parse_event(line):
         return Event(name, (rest,) if rest else ())
     parts = rest.split(" ", fields) if rest else []
     return Event(name, tuple(parts))
+
+
+class Encoder:
+    """The registry's events as protocol v1 lines (the ``encoder`` of every native member).
+
+    Each method returns the whole line as bytes, built once and shared by every native recipient
+    of the event, or None where protocol v1 has no such event. ``per_room``: the lines name the
+    room, so a member's own change (leaving, a new nickname) is encoded per room it was in.
+    """
+
+    per_room = True
+    echo = False
+
+    def msg(self, room, sender, text, stamp, notice, tags):
+        if not sender.plain:
+            text = irc.plain_text(text)
+            if text is None:
+                return None
+        return f"MSG {room.name} {sender.name} {text}\n".encode("utf-8")
+
+    def tell(self, sender, target, text, stamp, notice, tags):
+        if not sender.plain:
+            text = irc.plain_text(text)
+            if text is None:
+                return None
+        return format_tell(sender.name, text)
+
+    def join(self, room, who):
+        return format_join(room.name, who.name)
+
+    def part(self, room, who, reason):
+        return format_part(room.name, who.name, reason)
+
+    def quit(self, room, who, reason):
+        return format_part(room.name, who.name, reason) if room is not None else None
+
+    def nick(self, room, who, old_name, old_prefix):
+        return format_nick(old_name, who.name)
+
+    def kick(self, room, by, target, reason):
+        return format_part(room.name, target.name, f"kicked by {by.name}: {reason}" if reason
+                           else f"kicked by {by.name}")
+
+    def topic(self, room, by, text):
+        return None
+
+    def away(self, room, who, text):
+        return None
+
+    def mode(self, room, by, change, arg):
+        return None
+
+
+#: The one native encoder: every native member shares it, so a room of native members is one group.
+ENCODER = Encoder()

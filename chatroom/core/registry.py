@@ -1,0 +1,432 @@
+"""Who is where: rooms, members and nicknames, and fan-out of events into members' outboxes.
+
+The registry never does I/O and never blocks. Delivering an event means appending its bytes to
+each recipient's outbox, a plain list, and counting them. Every member has an ``encoder``, the
+object that turns the registry's events into its wire protocol's bytes (the native protocol's, or
+IRC's with the capabilities that client negotiated). A room keeps its members grouped by encoder,
+so an event is encoded once per encoder present in the room and the same bytes are shared by
+every recipient of that group: the per-recipient loop stays an append, an add and a compare.
+
+Whoever owns the sockets (the server) is told through two hooks:
+
+- ``on_ready()``: :attr:`Registry.ready` went from empty to non-empty; drain it soon.
+- ``on_evict(member, reason)``: a member was removed by the registry itself (its outbox went
+  over the limit); close its connection.
+
+Native members are in exactly one room (protocol v1: ``JOIN`` moves). Members whose class sets
+``multi`` (IRC clients) may be in any number of rooms, kept in their ``channels``; a change of
+theirs (a new nickname, leaving the server) reaches each other member once, however many rooms
+they share.
+"""
+
+import time
+
+from ..codec import irc, native
+from ..codec.text import check_printable
+from .. import settings
+
+LOBBY = "lobby"
+
+
+class Member:
+    """One connected client as the registry sees it. The server subclasses it to add its socket."""
+
+    __slots__ = ("id", "nick", "name", "room", "outbox", "queued", "blocked", "soft_since", "gone",
+                 "_prefix", "__weakref__")
+
+    #: Turns events into this member's wire protocol; the native protocol unless a subclass says.
+    encoder = native.ENCODER
+    #: False: in one room at a time (``room``); True: in any number (``channels``).
+    multi = False
+    #: The user part of the IRC-style ``nick!user@host`` source others on IRC see.
+    user = "~native"
+    #: Its text is already plain (no IRC formatting to strip for terminal users).
+    plain = True
+
+    def __init__(self, member_id):
+        self.id = member_id  #: ``addr:port``, fixed for the connection's life
+        self.nick = None  #: nickname, or None
+        self.name = member_id  #: what native clients see: the nickname if set, else the id
+        self.room = None  #: the :class:`Room` a single-room member is in
+        self.outbox = []  #: bytes objects waiting to be sent, oldest first
+        self.queued = 0  #: bytes waiting to be sent: the outbox plus what the writer holds
+        self.blocked = False  #: set by the owner while the member's socket takes no more bytes
+        self.soft_since = None  #: when ``queued`` went over the soft limit, or None
+        self.gone = None  #: the reason it left, once it has
+        self._prefix = None  #: cached ``nick!user@host``
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name}>"
+
+    def joined(self):
+        """The rooms this member is in."""
+        return (self.room,) if self.room is not None else ()
+
+    @property
+    def host(self):
+        return self.id.rpartition(":")[0].strip("[]")
+
+    @property
+    def prefix(self):
+        """``nick!user@host`` as IRC clients see this member (a native id mapped to a nickname)."""
+        if self._prefix is None:
+            nick = self.nick if self.nick is not None else irc.id_to_nick(self.id)
+            self._prefix = f"{nick}!{self.user}@{self.host}"
+        return self._prefix
+
+    @property
+    def ircnick(self):
+        return self.prefix.partition("!")[0]
+
+
+class Room:
+    __slots__ = ("name", "members", "groups", "who_line", "ops", "topic", "modes", "created")
+
+    def __init__(self, name):
+        self.name = name
+        self.members = {}  # Member -> None: insertion-ordered, O(1) removal, fast iteration
+        self.groups = {}  # encoder -> {Member: None}: the members each encoded event goes to
+        #: The encoded WHO reply, built once and shared until someone enters, leaves or changes
+        #: name: a WHO of a 10,000-member room is 10,000 names, not to be rebuilt per asker.
+        self.who_line = None
+        self.ops = {}  #: room operators (Member -> None): the first member, and whom ops made so
+        self.topic = None  #: (text, set by, time) or None
+        self.modes = "nt"  #: channel modes: n (members only may speak), t (ops set the topic)
+        self.created = int(time.time())
+
+    def __len__(self):
+        return len(self.members)
+
+
+class Registry:
+    """Rooms, members and nicknames of one server; fans events out into outboxes."""
+
+    def __init__(
+        self,
+        outbox_limit=settings.default("outbox-limit"),
+        soft_limit=settings.default("outbox-soft-limit"),
+        soft_seconds=settings.default("outbox-soft-seconds"),
+        presence_limit=settings.default("presence-limit"),
+        clock=time.monotonic,
+    ):
+        self.outbox_limit = outbox_limit
+        # 0 switches the soft limit off; the per-recipient check then compares with the hard one.
+        self.soft_limit = soft_limit if 0 < soft_limit < outbox_limit else 0
+        self.soft_seconds = soft_seconds
+        self.presence_limit = presence_limit
+        self.clock = clock
+        self.rooms = {}  # name -> Room
+        self.nicks = {}  # casefolded nickname -> Member
+        self.ids = {}  # id -> Member
+        #: The encoded ROOMS reply, shared until any room's membership changes (as for WHO).
+        self.rooms_line = None
+        self.ready = []  #: members whose outbox became non-empty since the owner last took this
+        self.on_ready = _nothing
+        self.on_evict = _nothing
+
+    def __len__(self):
+        return len(self.ids)
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def add(self, member, greeting=None, room=LOBBY):
+        """Register a new member; ``greeting`` (bytes) is queued to it first, then it enters ``room``."""
+        self.ids[member.id] = member
+        if greeting is not None:
+            self.send(member, greeting)
+        if room is not None:
+            self._enter(member, room)
+
+    def remove(self, member, reason="disconnected", announce=True):
+        """Forget ``member``; the rest of its rooms are told unless ``announce`` is false."""
+        if self.ids.get(member.id) is not member:
+            return False
+        del self.ids[member.id]
+        if member.nick is not None:
+            self.nicks.pop(member.nick.casefold(), None)
+        rooms = list(member.joined())
+        if announce:
+            self._announce(member, rooms, "quit", reason, self_too=False)
+        for room in rooms:
+            self._leave(member, room)
+        return True
+
+    def join(self, member, room_name):
+        """A single-room member moves to ``room_name`` (native ``JOIN``)."""
+        native.check_name(room_name, "room")
+        old = member.room
+        if old is not None and old.name == room_name:
+            self.send(member, member.encoder.join(old, member))
+            return
+        if old is not None:
+            self._leave(member, old)
+            if old.members and len(old.members) < self.presence_limit:
+                self._event(old, "part", member, "join")
+        self._enter(member, room_name)
+
+    def enter(self, member, room_name):
+        """A multi-room member enters ``room_name`` too; returns the room, or None if already in."""
+        room = self.rooms.get(room_name)
+        if room is not None and member in room.members:
+            return None
+        return self._enter(member, room_name)
+
+    def part(self, member, room, reason=""):
+        """A multi-room member leaves ``room``; the room, the member included, hears it."""
+        if member not in room.members:
+            return False
+        if len(room.members) <= self.presence_limit:
+            self._event(room, "part", member, reason)
+        else:
+            self.send(member, member.encoder.part(room, member, reason))
+        self._leave(member, room)
+        return True
+
+    def kick(self, by, room, target, reason):
+        """``by`` puts ``target`` out of ``room``; everyone there (``target`` too) hears it.
+
+        A single-room member has to be somewhere: it goes back to the lobby, or, kicked from the
+        lobby itself, is disconnected (``on_evict`` with ``kicked``).
+        """
+        if target not in room.members:
+            return False
+        self._event(room, "kick", by, target, reason)
+        self._leave(target, room)
+        if not target.multi:
+            if room.name == LOBBY:
+                self.evict(target, "kicked")
+            else:
+                self._enter(target, LOBBY)
+        return True
+
+    def set_nick(self, member, nick):
+        native.check_name(nick, "nickname")
+        if irc.GUEST_NICK_RE.match(nick):
+            raise native.ProtocolError("nick-invalid", f"'{nick}' is kept for unnamed clients")
+        key = nick.casefold()
+        holder = self.nicks.get(key)
+        if holder is not None and holder is not member:
+            raise native.ProtocolError("nick-taken", f"nickname '{nick}' is in use")
+        if member.nick == nick:
+            self.send(member, member.encoder.nick(None, member, member.name, member.prefix))
+            return
+        if member.nick is not None:
+            del self.nicks[member.nick.casefold()]
+        self.nicks[key] = member
+        old_name, old_prefix = member.name, member.prefix
+        member.nick = member.name = nick
+        member._prefix = None
+        rooms = member.joined()
+        for room in rooms:
+            room.who_line = None
+        self._announce(member, rooms, "nick", old_name, old_prefix)
+
+    def find(self, who):
+        """The member called ``who`` (nickname, case-insensitively, or id), or None."""
+        return (self.nicks.get(who.casefold()) or self.ids.get(who)
+                or self.ids.get(irc.nick_to_id(who) or ""))
+
+    # -- talking ---------------------------------------------------------------------------------
+
+    def say(self, member, text, room=None, notice=False, tags=None):
+        """``member`` says ``text`` in ``room`` (its own room by default): everyone else there hears it."""
+        if room is None:
+            room = member.room
+        skip = None if member.encoder.echo else member
+        stamp = time.time()
+        for encoder, members in tuple(room.groups.items()):
+            data = encoder.msg(room, member, text, stamp, notice, tags)
+            if data is not None:
+                self._fanout(members, data, skip)
+
+    def tell(self, member, who, text, notice=False, tags=None):
+        target = self.find(who)
+        if target is None:
+            shown = check_printable(who[:64])
+            raise native.ProtocolError("no-such-nick", f"nobody is called '{shown}'")
+        self.deliver_tell(member, target, text, notice, tags)
+        return target
+
+    def deliver_tell(self, member, target, text, notice=False, tags=None):
+        stamp = time.time()
+        data = target.encoder.tell(member, target, text, stamp, notice, tags)
+        if data is not None:
+            self.send(target, data)
+        if member.encoder.echo and member is not target:
+            self.send(member, member.encoder.tell(member, target, text, stamp, notice, tags))
+
+    def set_topic(self, member, room, text):
+        room.topic = (text, member.ircnick, int(time.time())) if text else None
+        self._event(room, "topic", member, text)
+
+    def set_away(self, member, text):
+        """Tell those who share a room with ``member`` and asked for it (IRC away-notify)."""
+        self._announce(member, member.joined(), "away", text, self_too=False)
+
+    def set_op(self, by, room, target, on):
+        if on:
+            room.ops[target] = None
+        else:
+            room.ops.pop(target, None)
+        self._event(room, "mode", by, "+o" if on else "-o", target.ircnick)
+
+    def set_modes(self, by, room, change, modes):
+        room.modes = modes
+        self._event(room, "mode", by, change, None)
+
+    def who(self, member):
+        room = member.room
+        if room.who_line is None:
+            room.who_line = native.format_who(room.name, [m.name for m in room.members])
+        self.send(member, room.who_line)
+
+    def list_rooms(self, member):
+        if self.rooms_line is None:
+            counts = [(r.name, len(r.members)) for r in self.rooms.values()]
+            self.rooms_line = native.format_rooms(counts)
+        self.send(member, self.rooms_line)
+
+    def send(self, member, data):
+        """Queue ``data`` (bytes) to one member."""
+        self._fanout((member,), data)
+
+    def broadcast_all(self, data):
+        """Queue ``data`` to every member (server notices, shutdown)."""
+        self._fanout(list(self.ids.values()), data)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _enter(self, member, room_name):
+        room = self.rooms.get(room_name)
+        if room is None:
+            room = self.rooms[room_name] = Room(room_name)
+            room.ops[member] = None  # the first member of a new room is its operator
+        room.members[member] = None
+        group = room.groups.get(member.encoder)
+        if group is None:
+            group = room.groups[member.encoder] = {}
+        group[member] = None
+        room.who_line = self.rooms_line = None
+        if member.multi:
+            member.channels[room] = None
+        else:
+            member.room = room
+        if len(room.members) <= self.presence_limit:
+            self._event(room, "join", member)
+        else:
+            self.send(member, member.encoder.join(room, member))
+        return room
+
+    def _leave(self, member, room):
+        del room.members[member]
+        group = room.groups[member.encoder]
+        del group[member]
+        if not group:
+            del room.groups[member.encoder]
+        room.ops.pop(member, None)
+        room.who_line = self.rooms_line = None
+        if member.multi:
+            member.channels.pop(room, None)
+        else:
+            member.room = None
+        if not room.members:
+            del self.rooms[room.name]
+
+    def _event(self, room, kind, *args):
+        """Everyone in ``room`` hears event ``kind``: encoded once per encoder present."""
+        for encoder, members in tuple(room.groups.items()):
+            data = getattr(encoder, kind)(room, *args)
+            if data is not None:
+                self._fanout(members, data)
+
+    def _announce(self, member, rooms, kind, *args, self_too=True):
+        """A change of ``member`` itself (``nick``, ``quit``, ``away``) reaches each room it is in.
+
+        An encoder whose lines name the room (``per_room``: the native protocol's ``PART``) gets
+        one line per room; any other (IRC's ``QUIT``, ``NICK``) one line per recipient, however
+        many rooms it shares with ``member``. Rooms over the presence limit are not told.
+        """
+        shared = {}  # encoder -> {recipient: None}
+        limit = self.presence_limit
+        for room in rooms:
+            if len(room.members) > limit:
+                continue
+            for encoder, members in tuple(room.groups.items()):
+                if encoder.per_room:
+                    data = getattr(encoder, kind)(room, member, *args)
+                    if data is not None:
+                        self._fanout(members, data, member)
+                else:
+                    recipients = shared.get(encoder)
+                    if recipients is None:
+                        shared[encoder] = dict(members)
+                    else:
+                        recipients.update(members)
+        for encoder, recipients in shared.items():
+            recipients.pop(member, None)
+            data = getattr(encoder, kind)(None, member, *args)
+            if data is not None:
+                self._fanout(recipients, data)
+        if self_too:
+            data = getattr(member.encoder, kind)(None, member, *args)
+            if data is not None:
+                self.send(member, data)
+
+    def _fanout(self, members, data, skip=None):
+        """Append ``data`` to the outbox of each of ``members`` except ``skip``.
+
+        This is the per-recipient hot path: one list append, one add and one compare each. The
+        rare cases (first bytes for an idle member, a member over a limit) branch off it.
+        """
+        size = len(data)
+        ready = self.ready
+        was_idle = not ready
+        threshold = self.soft_limit or self.outbox_limit
+        over = None
+        for m in members:
+            if m is skip:
+                continue
+            box = m.outbox
+            if not box:
+                ready.append(m)
+            box.append(data)
+            m.queued += size
+            if m.queued > threshold:
+                if over is None:
+                    over = []
+                over.append(m)
+        if was_idle and ready:
+            self.on_ready()
+        if over is not None:
+            self._check_over(over)
+
+    def _check_over(self, members):
+        now = self.clock()
+        for m in members:
+            if m.gone is not None or self.ids.get(m.id) is not m:
+                continue
+            if m.queued > self.outbox_limit:
+                # A member whose socket still takes bytes is not slow, only handed a burst
+                # (one read of a paste can queue more than a small limit): its owner checks
+                # again after sending (check_backlog). One that is blocked is out at once.
+                if m.blocked:
+                    self.evict(m, "slow-consumer")
+            elif m.soft_since is None:
+                m.soft_since = now
+            elif now - m.soft_since > self.soft_seconds:
+                self.evict(m, "slow-consumer")
+
+    def check_backlog(self, member):
+        """The owner sent what the socket would take; evict ``member`` if the rest is over the limit."""
+        if member.queued > self.outbox_limit and self.ids.get(member.id) is member:
+            self.evict(member, "slow-consumer")
+
+    def evict(self, member, reason):
+        """Remove ``member`` for ``reason`` and tell the owner to close its connection."""
+        if self.remove(member, reason):
+            member.gone = reason
+            self.on_evict(member, reason)
+
+
+def _nothing(*args):
+    pass

@@ -1,0 +1,69 @@
+"""One client connection as the transport sees it: its socket, framer, timers and flood bucket.
+
+:class:`Client` is a registry :class:`~chatroom.core.registry.Member` with a socket. Each wire
+protocol subclasses it (``transport.native``, ``transport.irc``) to say how its lines are framed
+and run and how the transport's own words (errors, ``PING``, goodbye) are put in that protocol.
+"""
+
+from ..core.registry import Member
+
+
+class Client(Member):
+    """A member with a socket: the server's per-connection state."""
+
+    __slots__ = ("sock", "addr", "framer", "watcher", "writer", "pending", "last_seen",
+                 "ping_sent", "closing", "tokens", "stamp", "strikes")
+
+    def __init__(self, member_id, sock, addr, watcher, server):
+        super().__init__(member_id)
+        now = server.loop.now()
+        self.sock = sock
+        self.addr = addr
+        self.framer = self.make_framer(server)
+        self.watcher = watcher  #: read watcher, started while no reader greenlet runs
+        self.writer = None  #: the writer greenlet, while the socket is full
+        self.pending = None  #: memoryview of bytes taken from the outbox and not yet sent
+        self.last_seen = now  #: loop time of the last bytes received
+        self.ping_sent = 0.0  #: loop time the server sent an unanswered PING, or 0
+        self.closing = False  #: set once, when the connection starts to close
+        self.tokens = float(server.flood_burst)  #: flood bucket: lines that may still be sent now
+        self.stamp = now  #: loop time the bucket was last filled
+        self.strikes = 0.0  #: lines dropped for flooding, decaying at the flood rate
+
+    @property
+    def host(self):
+        return self.addr[0]
+
+    # -- what each protocol says ---------------------------------------------------------------
+    # Every method returns ready-to-send bytes in the client's protocol.
+
+    @classmethod
+    def refusal(cls, server, reason):
+        """The last words to a connection refused at accept (server full, too many from its IP)."""
+        raise NotImplementedError
+
+    def make_framer(self, server):
+        raise NotImplementedError
+
+    def start(self, server):
+        """The connection is set up: greet it and tell the registry."""
+        raise NotImplementedError
+
+    def run_line(self, server, line):
+        """Run one complete line; returns a disconnect reason, or None to go on."""
+        raise NotImplementedError
+
+    def line_too_long(self, server, size):
+        raise NotImplementedError
+
+    def no_line_end(self, server):
+        raise NotImplementedError
+
+    def rate_limited(self, server, rate):
+        raise NotImplementedError
+
+    def ping(self, server, token):
+        raise NotImplementedError
+
+    def bye(self, server, reason):
+        raise NotImplementedError
