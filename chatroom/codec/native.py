@@ -236,6 +236,9 @@ class Encoder:
     def topic(self, room, by, text):
         return None
 
+    def tagmsg(self, room, sender, target, stamp, tags):
+        return None
+
     def away(self, room, who, text):
         return None
 

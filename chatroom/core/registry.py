@@ -80,7 +80,8 @@ class Member:
 
 
 class Room:
-    __slots__ = ("name", "members", "groups", "who_line", "ops", "topic", "modes", "created")
+    __slots__ = ("name", "members", "groups", "who_line", "ops", "voices", "topic", "modes",
+                 "created")
 
     def __init__(self, name):
         self.name = name
@@ -90,6 +91,7 @@ class Room:
         #: name: a WHO of a 10,000-member room is 10,000 names, not to be rebuilt per asker.
         self.who_line = None
         self.ops = {}  #: room operators (Member -> None): the first member, and whom ops made so
+        self.voices = {}  #: members who may speak in a moderated (+m) room
         self.topic = None  #: (text, set by, time) or None
         self.modes = "nt"  #: channel modes: n (members only may speak), t (ops set the topic)
         self.created = int(time.time())
@@ -118,6 +120,7 @@ class Registry:
         self.rooms = {}  # name -> Room
         self.nicks = {}  # casefolded nickname -> Member
         self.ids = {}  # id -> Member
+        self.folded = {}  # casefolded room name -> the name of a room that folds to it
         #: The encoded ROOMS reply, shared until any room's membership changes (as for WHO).
         self.rooms_line = None
         self.ready = []  #: members whose outbox became non-empty since the owner last took this
@@ -129,8 +132,17 @@ class Registry:
 
     # -- membership ------------------------------------------------------------------------------
 
-    def add(self, member, greeting=None, room=LOBBY):
-        """Register a new member; ``greeting`` (bytes) is queued to it first, then it enters ``room``."""
+    def add(self, member, greeting=None, room=LOBBY, nick=None):
+        """Register a new member; ``greeting`` (bytes) is queued to it first, then it enters ``room``.
+
+        With ``nick`` the member arrives with that nickname (IRC registration), or not at all:
+        ``nick-taken`` if someone has it.
+        """
+        if nick is not None:
+            self._check_nick(member, nick)
+            self.nicks[nick.casefold()] = member
+            member.nick = member.name = nick
+            member._prefix = None
         self.ids[member.id] = member
         if greeting is not None:
             self.send(member, greeting)
@@ -199,14 +211,17 @@ class Registry:
                 self._enter(target, LOBBY)
         return True
 
-    def set_nick(self, member, nick):
+    def _check_nick(self, member, nick):
         native.check_name(nick, "nickname")
         if irc.GUEST_NICK_RE.match(nick):
             raise native.ProtocolError("nick-invalid", f"'{nick}' is kept for unnamed clients")
-        key = nick.casefold()
-        holder = self.nicks.get(key)
+        holder = self.nicks.get(nick.casefold())
         if holder is not None and holder is not member:
             raise native.ProtocolError("nick-taken", f"nickname '{nick}' is in use")
+
+    def set_nick(self, member, nick):
+        self._check_nick(member, nick)
+        key = nick.casefold()
         if member.nick == nick:
             self.send(member, member.encoder.nick(None, member, member.name, member.prefix))
             return
@@ -220,6 +235,22 @@ class Registry:
         for room in rooms:
             room.who_line = None
         self._announce(member, rooms, "nick", old_name, old_prefix)
+
+    def find_nick(self, nick):
+        """The member with the nickname ``nick`` (case-insensitively), or None."""
+        return self.nicks.get(nick.casefold())
+
+    def find_room(self, name):
+        """The room called ``name``, or else one whose name differs only in case, or None.
+
+        Native room names are case-sensitive; IRC channel names are not, so ``#Dev`` finds room
+        ``Dev`` or, failing that, ``dev``.
+        """
+        room = self.rooms.get(name)
+        if room is None:
+            folded = self.folded.get(name.casefold())
+            room = self.rooms.get(folded) if folded is not None else None
+        return room
 
     def find(self, who):
         """The member called ``who`` (nickname, case-insensitively, or id), or None."""
@@ -264,11 +295,30 @@ class Registry:
         self._announce(member, member.joined(), "away", text, self_too=False)
 
     def set_op(self, by, room, target, on):
-        if on:
-            room.ops[target] = None
-        else:
-            room.ops.pop(target, None)
+        _switch(room.ops, target, on)
         self._event(room, "mode", by, "+o" if on else "-o", target.ircnick)
+
+    def set_voice(self, by, room, target, on):
+        _switch(room.voices, target, on)
+        self._event(room, "mode", by, "+v" if on else "-v", target.ircnick)
+
+    def tagmsg(self, member, room, target, tags):
+        """Tags without text (IRCv3 TAGMSG) to ``room`` or to ``target``."""
+        stamp = time.time()
+        if room is not None:
+            skip = None if member.encoder.echo else member
+            for encoder, members in tuple(room.groups.items()):
+                data = encoder.tagmsg(room, member, None, stamp, tags)
+                if data is not None:
+                    self._fanout(members, data, skip)
+            return
+        data = target.encoder.tagmsg(None, member, target, stamp, tags)
+        if data is not None:
+            self.send(target, data)
+        if member.encoder.echo and member is not target:
+            data = member.encoder.tagmsg(None, member, target, stamp, tags)
+            if data is not None:
+                self.send(member, data)
 
     def set_modes(self, by, room, change, modes):
         room.modes = modes
@@ -300,6 +350,7 @@ class Registry:
         room = self.rooms.get(room_name)
         if room is None:
             room = self.rooms[room_name] = Room(room_name)
+            self.folded.setdefault(room_name.casefold(), room_name)
             room.ops[member] = None  # the first member of a new room is its operator
         room.members[member] = None
         group = room.groups.get(member.encoder)
@@ -324,6 +375,7 @@ class Registry:
         if not group:
             del room.groups[member.encoder]
         room.ops.pop(member, None)
+        room.voices.pop(member, None)
         room.who_line = self.rooms_line = None
         if member.multi:
             member.channels.pop(room, None)
@@ -331,6 +383,13 @@ class Registry:
             member.room = None
         if not room.members:
             del self.rooms[room.name]
+            folded = room.name.casefold()
+            if self.folded.get(folded) == room.name:
+                del self.folded[folded]
+                for other in self.rooms:  # rare: another room whose name differs only in case
+                    if other.casefold() == folded:
+                        self.folded[folded] = other
+                        break
 
     def _event(self, room, kind, *args):
         """Everyone in ``room`` hears event ``kind``: encoded once per encoder present."""
@@ -430,3 +489,10 @@ class Registry:
 
 def _nothing(*args):
     pass
+
+
+def _switch(members, member, on):
+    if on:
+        members[member] = None
+    else:
+        members.pop(member, None)

@@ -1,0 +1,103 @@
+"""The registry's events as IRC lines, one :class:`Encoder` per set of negotiated capabilities.
+
+What an IRC client receives for the same event depends on a few capabilities it asked for
+(``server-time`` and ``message-tags`` add tags, ``echo-message`` returns its own messages,
+``away-notify`` adds ``AWAY`` lines). Clients that asked for the same ones share one encoder, so
+a room holds a handful of groups at most and each event is encoded once per group. Every method
+returns the whole line as bytes, or None where that client is not to hear of the event.
+"""
+
+from .irc import format_message, format_time, room_to_channel
+
+#: The capabilities that change the bytes of an event; the others (multi-prefix,
+#: userhost-in-names, cap-notify) change replies only.
+EVENT_CAPS = frozenset({"server-time", "message-tags", "echo-message", "away-notify"})
+
+
+class Encoder:
+    per_room = False  # a change of a member reaches each IRC client once, not once per room
+
+    def __init__(self, caps):
+        self.caps = caps
+        self.echo = "echo-message" in caps
+        self.server_time = "server-time" in caps
+        self.message_tags = "message-tags" in caps
+        self.away_notify = "away-notify" in caps
+
+    def __repr__(self):
+        return f"<irc.Encoder {' '.join(sorted(self.caps)) or '-'}>"
+
+    def _tags(self, stamp, tags):
+        if not (self.server_time or self.message_tags):
+            return None
+        out = {}
+        if self.server_time and stamp is not None:
+            out["time"] = format_time(stamp)
+        if self.message_tags and tags:
+            out.update(tags)
+        return out or None
+
+    def msg(self, room, sender, text, stamp, notice, tags):
+        return format_message("NOTICE" if notice else "PRIVMSG", room_to_channel(room.name), text,
+                              source=sender.prefix, tags=self._tags(stamp, tags))
+
+    def tell(self, sender, target, text, stamp, notice, tags):
+        return format_message("NOTICE" if notice else "PRIVMSG", target.ircnick, text,
+                              source=sender.prefix, tags=self._tags(stamp, tags))
+
+    def tagmsg(self, room, sender, target, stamp, tags):
+        if not self.message_tags:
+            return None
+        where = room_to_channel(room.name) if room is not None else target.ircnick
+        return format_message("TAGMSG", where, source=sender.prefix, tags=self._tags(stamp, tags))
+
+    def join(self, room, who):
+        return format_message("JOIN", room_to_channel(room.name), source=who.prefix)
+
+    def part(self, room, who, reason):
+        channel = room_to_channel(room.name)
+        if reason:
+            return format_message("PART", channel, reason, source=who.prefix)
+        return format_message("PART", channel, source=who.prefix)
+
+    def quit(self, room, who, reason):
+        if reason.startswith("quit: "):
+            reason = "Quit: " + reason[6:]
+        elif reason == "quit":
+            reason = "Quit"
+        return format_message("QUIT", reason, source=who.prefix)
+
+    def nick(self, room, who, old_name, old_prefix):
+        return format_message("NICK", who.ircnick, source=old_prefix)
+
+    def kick(self, room, by, target, reason):
+        return format_message("KICK", room_to_channel(room.name), target.ircnick,
+                              reason or by.ircnick, source=by.prefix)
+
+    def topic(self, room, by, text):
+        return format_message("TOPIC", room_to_channel(room.name), text, source=by.prefix)
+
+    def away(self, room, who, text):
+        if not self.away_notify:
+            return None
+        if text:
+            return format_message("AWAY", text, source=who.prefix)
+        return format_message("AWAY", source=who.prefix)
+
+    def mode(self, room, by, change, arg):
+        channel = room_to_channel(room.name)
+        if arg is None:
+            return format_message("MODE", channel, change, source=by.prefix)
+        return format_message("MODE", channel, change, arg, source=by.prefix)
+
+
+_ENCODERS = {}
+
+
+def encoder_for(caps):
+    """The shared encoder for a client that negotiated ``caps`` (only EVENT_CAPS matter)."""
+    key = frozenset(caps) & EVENT_CAPS
+    encoder = _ENCODERS.get(key)
+    if encoder is None:
+        encoder = _ENCODERS[key] = Encoder(key)
+    return encoder
