@@ -19,6 +19,7 @@ theirs (a new nickname, leaving the server) reaches each other member once, howe
 they share.
 """
 
+import itertools
 import time
 
 from ..codec import irc, native
@@ -121,6 +122,8 @@ class Registry:
         self.nicks = {}  # casefolded nickname -> Member
         self.ids = {}  # id -> Member
         self.folded = {}  # casefolded room name -> the name of a room that folds to it
+        self.id_base = ""  #: what makes message ids unique beyond this process (a cluster node's name)
+        self._serials = itertools.count(1)
         #: The encoded ROOMS reply, shared until any room's membership changes (as for WHO).
         self.rooms_line = None
         self.ready = []  #: members whose outbox became non-empty since the owner last took this
@@ -264,7 +267,7 @@ class Registry:
         if room is None:
             room = member.room
         skip = None if member.encoder.echo else member
-        stamp = time.time()
+        stamp = self.stamp()
         for encoder, members in tuple(room.groups.items()):
             data = encoder.msg(room, member, text, stamp, notice, tags)
             if data is not None:
@@ -279,12 +282,17 @@ class Registry:
         return target
 
     def deliver_tell(self, member, target, text, notice=False, tags=None):
-        stamp = time.time()
+        stamp = self.stamp()
         data = target.encoder.tell(member, target, text, stamp, notice, tags)
         if data is not None:
             self.send(target, data)
         if member.encoder.echo and member is not target:
             self.send(member, member.encoder.tell(member, target, text, stamp, notice, tags))
+
+    def stamp(self):
+        """``(time, msgid)`` of a message entering now: its server time and its unique id."""
+        now = time.time()
+        return now, f"{int(now * 1000):x}-{self.id_base}{next(self._serials):x}"
 
     def set_topic(self, member, room, text):
         room.topic = (text, member.ircnick, int(time.time())) if text else None
@@ -304,7 +312,7 @@ class Registry:
 
     def tagmsg(self, member, room, target, tags):
         """Tags without text (IRCv3 TAGMSG) to ``room`` or to ``target``."""
-        stamp = time.time()
+        stamp = self.stamp()
         if room is not None:
             skip = None if member.encoder.echo else member
             for encoder, members in tuple(room.groups.items()):

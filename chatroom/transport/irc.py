@@ -7,6 +7,7 @@ its :attr:`encoder` follows the capabilities it negotiated. Replies to the clien
 group (``codec.irc_events``). See docs/irc.md for what is supported.
 """
 
+import re
 import time
 
 from .. import __version__
@@ -31,6 +32,8 @@ KICKLEN = 390
 #: Targets one PRIVMSG/NOTICE may name.
 MAX_TARGETS = 4
 USERLEN = 16
+#: Bytes of a client's tag section, its '@' included (IRCv3 message-tags: 4094 of tag data).
+CLIENT_TAGS_LIMIT = 4095
 
 
 def _isupport(server):
@@ -64,7 +67,7 @@ class IrcClient(Client):
         self.negotiating = False
         self.pending_nick = None
         self.away = None
-        self.modes = "i"
+        self.modes = ""
         self.signon = int(time.time())
 
     def joined(self):
@@ -77,7 +80,7 @@ class IrcClient(Client):
         return irc.format_message("ERROR", f"Closing link: {reason}")
 
     def make_framer(self, server):
-        return irc.IrcFramer()
+        return irc.IrcFramer(max_tags=CLIENT_TAGS_LIMIT)
 
     def start(self, server):
         pass  # IRC clients speak first
@@ -255,6 +258,9 @@ class IrcClient(Client):
             return None
         user = "".join(c for c in msg.params[0] if c.isalnum() or c in "-_.")[:USERLEN - 1]
         self.user = "~" + (user or "user")
+        if not msg.params[3]:
+            self.reply(server, "461", "USER", "Not enough parameters")
+            return None
         self.realname = irc.check_text(msg.params[3])[:TOPICLEN]
         self._try_register(server)
         return None
@@ -289,12 +295,18 @@ class IrcClient(Client):
     def _lusers(self, server):
         registry = server.registry
         users = len(registry.ids)
-        self.reply(server, "251", f"There are {users} users and 0 invisible on 1 servers")
+        invisible = sum(1 for m in registry.ids.values() if "i" in getattr(m, "modes", ""))
+        unknown = len(server.clients) - sum(1 for c in server.clients if c.id in registry.ids)
+        server.peak_users = peak = max(server.peak_users, users)
+        self.reply(server, "251", f"There are {users - invisible} users and {invisible} "
+                   "invisible on 1 servers")
         self.reply(server, "252", "0", "operator(s) online")
+        if unknown > 0:
+            self.reply(server, "253", str(unknown), "unknown connection(s)")
         self.reply(server, "254", str(len(registry.rooms)), "channels formed")
         self.reply(server, "255", f"I have {users} clients and 0 servers")
-        self.reply(server, "265", str(users), str(users), f"Current local users {users}, max {users}")
-        self.reply(server, "266", str(users), str(users), f"Current global users {users}, max {users}")
+        self.reply(server, "265", str(users), str(peak), f"Current local users {users}, max {peak}")
+        self.reply(server, "266", str(users), str(peak), f"Current global users {users}, max {peak}")
 
     def _motd(self, server):
         if not server.motd:
@@ -650,6 +662,16 @@ class IrcClient(Client):
                 channel = irc.room_to_channel(room.name)
                 for m in room.members:
                     self._who_line(server, channel, room, m)
+        elif mask in ("*", "0") or "*" in mask or "?" in mask:
+            match = _glob(mask)
+            shared = {m for room in self.channels for m in room.members}
+            for m in list(registry.ids.values()):
+                if "i" in getattr(m, "modes", "") and m not in shared and m is not self:
+                    continue  # invisible to masks, unless in a room with the asker
+                if match(m.ircnick):
+                    room = next(iter(m.joined()), None)
+                    channel = irc.room_to_channel(room.name) if room is not None else "*"
+                    self._who_line(server, channel, room, m)
         else:
             m = registry.find(mask)
             if m is not None:
@@ -740,6 +762,13 @@ def _join_flags(flags):
             out += sign
         out += flag[1:]
     return out
+
+
+def _glob(mask):
+    """A case-insensitive matcher for an IRC mask (``*`` any run, ``?`` one character)."""
+    rx = re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
+                            for c in irc.casefold(mask)) + r"\Z")
+    return lambda name: rx.match(irc.casefold(name)) is not None
 
 
 def _client_tags(tags):
