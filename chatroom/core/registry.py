@@ -71,7 +71,7 @@ class Member:
     def prefix(self):
         """``nick!user@host`` as IRC clients see this member (a native id mapped to a nickname)."""
         if self._prefix is None:
-            nick = self.nick if self.nick is not None else irc.id_to_nick(self.id)
+            nick = self.nick if self.nick is not None else (irc.id_to_nick(self.id) or "guest")
             self._prefix = f"{nick}!{self.user}@{self.host}"
         return self._prefix
 
