@@ -25,6 +25,7 @@ class Encoder:
         self.server_time = "server-time" in caps
         self.message_tags = "message-tags" in caps
         self.away_notify = "away-notify" in caps
+        self.stamped = self.server_time or self.message_tags
 
     def __repr__(self):
         return f"<irc.Encoder {' '.join(sorted(self.caps)) or '-'}>"

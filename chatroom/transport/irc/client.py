@@ -179,18 +179,8 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         return irc.format_message("CAP", self.ircnick, sub, text, source=server.server_name)
 
     def _set_caps(self, server, caps):
-        """Switch encoders: a registered member moves to the group of its new encoder."""
         self.caps = caps
-        encoder = encoder_for(caps)
-        if encoder is self.encoder:
-            return
-        for room in list(self.channels):
-            group = room.groups[self.encoder]
-            del group[self]
-            if not group:
-                del room.groups[self.encoder]
-            room.groups.setdefault(encoder, {})[self] = None
-        self.encoder = encoder
+        server.registry.set_encoder(self, encoder_for(caps))
 
     def cmd_pass(self, server, msg):
         if self.registered:
