@@ -59,6 +59,7 @@ class ChannelCommands:
 
     def _names(self, server, room):
         channel = irc.room_to_channel(room.name)
+        kind = "@" if "s" in room.modes else "="  # secret, or public
         full = "userhost-in-names" in self.caps
         every = "multi-prefix" in self.caps
         names = []
@@ -68,12 +69,12 @@ class ChannelCommands:
         size = 0
         for name in names:
             if size + len(name) > 400 and line:
-                self.reply(server, "353", "=", channel, " ".join(line))
+                self.reply(server, "353", kind, channel, " ".join(line))
                 line, size = [], 0
             line.append(name)
             size += len(name) + 1
         if line:
-            self.reply(server, "353", "=", channel, " ".join(line))
+            self.reply(server, "353", kind, channel, " ".join(line))
         self.reply(server, "366", channel, "End of /NAMES list")
 
     def cmd_names(self, server, msg):
@@ -126,6 +127,8 @@ class ChannelCommands:
             rooms = list(registry.rooms.values())
         self.reply(server, "321", "Channel", "Users  Name")
         for room in rooms:
+            if "s" in room.modes and room not in self.channels:
+                continue  # secret: only its members see it listed
             topic = room.topic[0] if room.topic else ""
             self.reply(server, "322", irc.room_to_channel(room.name), str(len(room.members)), topic)
         self.reply(server, "323", "End of /LIST")
@@ -207,7 +210,7 @@ class ChannelCommands:
                     registry.set_op(self, room, target, sign == "+")
                 else:
                     registry.set_voice(self, room, target, sign == "+")
-            elif ch in "mnt":
+            elif ch in "mnst":
                 if (sign == "+") != (ch in modes):
                     modes = modes + ch if sign == "+" else modes.replace(ch, "")
                     flags.append(sign + ch)

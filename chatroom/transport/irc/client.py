@@ -248,7 +248,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         self.reply(server, "001", f"Welcome to the chatroom IRC network, {self.prefix}")
         self.reply(server, "002", f"Your host is {name}, running version {VERSION}")
         self.reply(server, "003", f"This server was created {created}")
-        self.reply(server, "004", name, VERSION, "i", "mnt", "ov")
+        self.reply(server, "004", name, VERSION, "i", "mnost", "ov")
         tokens = isupport_tokens(server)
         for start in range(0, len(tokens), 12):
             self.reply(server, "005", *tokens[start:start + 12], "are supported by this server")

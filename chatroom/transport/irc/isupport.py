@@ -23,7 +23,7 @@ CLIENT_TAGS_LIMIT = 4095
 
 def isupport_tokens(server):
     return [
-        f"AWAYLEN={AWAYLEN}", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=,,,mnt",
+        f"AWAYLEN={AWAYLEN}", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=,,,mnst",
         f"CHANNELLEN={CHANNELLEN}", "CHANTYPES=#", "ELIST=", f"KICKLEN={KICKLEN}", "MODES=4",
         "NETWORK=chatroom", f"NICKLEN={NICKLEN}", "PREFIX=(ov)@+", "SAFELIST",
         f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,NAMES:1,WHOIS:1",

@@ -61,7 +61,7 @@ class QueryCommands:
         user, host = m.prefix.split("!", 1)[1].split("@", 1)
         self.reply(server, "311", nick, user, host, "*", getattr(m, "realname", "") or nick)
         rooms = [member_status(r, m, "multi-prefix" in self.caps) + irc.room_to_channel(r.name)
-                 for r in m.joined()]
+                 for r in m.joined() if "s" not in r.modes or r in self.channels]
         if rooms:
             self.reply(server, "319", nick, " ".join(rooms))
         self.reply(server, "312", nick, server.server_name, "chatroom")
