@@ -404,6 +404,10 @@ class ClusterRegistry(Registry):
         super().say(member, text, room, notice, tags)
         self.link.publish(MSG, room.name, native.format_msg(room.name, member.name, text))
 
+    def say_batch(self, member, texts):
+        for text in texts:  # other nodes get each message as a record of its own
+            self.say(member, text)
+
     def tell(self, member, who, text):
         if self.find(who) is None and self.link.up:
             where = self.link.locate(who)

@@ -383,3 +383,19 @@ def test_one_burst_does_not_evict_readers_that_keep_up(start_server, clients):
         return []
 
     run_slow_consumer(start_server, clients, burst)
+
+
+# -- one read of many lines: messages batched into one fan-out, order and errors kept ------------
+
+def test_one_read_of_many_lines_keeps_order_and_refuses_bad_ones_in_place(server, clients):
+    a, b = lobby(server, clients, 2)
+    a.send_raw(b"SEND one\nSEND tw\xc3\xa9\nSEND \x1b[31mred\nSEND \nPING mid\nSEND three\n"
+               b"SEND \xff\nSEND four\n")
+    assert a.recv_line() == "ERR bad-text text must not contain control characters or escape sequences"
+    assert a.recv_line() == "ERR missing-argument usage: SEND <text>"
+    assert a.recv_line() == "PONG mid"
+    assert a.recv_line() == "ERR invalid-utf8 line is not valid UTF-8"
+    assert a.sync() == []
+    for text in ("one", "twé", "three", "four"):
+        assert b.recv_line() == f"MSG lobby {a.id} {text}"
+    assert b.sync() == []

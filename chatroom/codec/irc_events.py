@@ -46,6 +46,12 @@ class Encoder:
         return format_message("NOTICE" if notice else "PRIVMSG", room_to_channel(room.name), text,
                               source=sender.prefix, tags=self._tags(stamp, tags))
 
+    def msg_batch(self, room, sender, texts, stamps):
+        if stamps is None:
+            return b"".join(self.msg(room, sender, text, None, False, None) for text in texts)
+        return b"".join(self.msg(room, sender, text, stamp, False, None)
+                        for text, stamp in zip(texts, stamps))
+
     def tell(self, sender, target, text, stamp, notice, tags):
         return format_message("NOTICE" if notice else "PRIVMSG", target.ircnick, text,
                               source=sender.prefix, tags=self._tags(stamp, tags))

@@ -211,6 +211,11 @@ class Encoder:
                 return None
         return f"MSG {room.name} {sender.name} {text}\n".encode("utf-8")
 
+    def msg_batch(self, room, sender, texts, stamps):
+        """Several messages of one sender as one buffer (its texts are plain and checked)."""
+        head = f"MSG {room.name} {sender.name} "
+        return (head + ("\n" + head).join(texts) + "\n").encode("utf-8")
+
     def tell(self, sender, target, text, stamp, notice, tags):
         if not sender.plain:
             text = irc.plain_text(text)

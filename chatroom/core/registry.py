@@ -296,6 +296,16 @@ class Registry:
             if data is not None:
                 self._fanout(members, data, skip)
 
+    def say_batch(self, member, texts):
+        """``member`` says each of ``texts`` in its room: one fan-out of the joined lines."""
+        room = member.room
+        skip = None if member.encoder.echo else member
+        stamps = [self.stamp() for _ in texts] if room.stamped else None
+        for encoder, members in room.fan:
+            data = encoder.msg_batch(room, member, texts, stamps)
+            if data is not None:
+                self._fanout(members, data, skip)
+
     def tell(self, member, who, text, notice=False, tags=None):
         target = self.find(who)
         if target is None:

@@ -53,6 +53,9 @@ class Client(Member):
         """Run one complete line; returns a disconnect reason, or None to go on."""
         raise NotImplementedError
 
+    def run_batch(self, server):
+        """Run what ``run_line`` collected from this read (nothing, unless a protocol batches)."""
+
     def line_too_long(self, server, size):
         raise NotImplementedError
 

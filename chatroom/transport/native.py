@@ -1,12 +1,24 @@
 """Native protocol v1 connections (docs/protocol.md): each line is one command for the registry."""
 
+import re
+
 from ..codec import native
+from ..codec.text import BAD_TEXT_RE
 from ..codec.lines import NO_LINE_END_LIMIT, LineFramer
 from .connection import Client
 
 
+#: What no message text may contain, ``\n`` aside: a batch of messages is checked as one text
+#: joined by ``\n`` (see :meth:`NativeClient.run_batch`).
+_BATCH_BAD_RE = re.compile(BAD_TEXT_RE.pattern.replace("\x00-\x1f", "\x00-\x09\x0b-\x1f"))
+
+
 class NativeClient(Client):
-    __slots__ = ()
+    __slots__ = ("batch",)
+
+    def __init__(self, member_id, sock, addr, watcher, server):
+        super().__init__(member_id, sock, addr, watcher, server)
+        self.batch = None  #: the texts of this read's SEND lines, said at its end as one fan-out
 
     @classmethod
     def refusal(cls, server, reason):
@@ -19,6 +31,15 @@ class NativeClient(Client):
         server.registry.add(self, native.format_hello(self.id))
 
     def run_line(self, server, line):
+        if line.startswith(b"SEND "):  # the common line: batched until the read is done
+            batch = self.batch
+            if batch is None:
+                self.batch = [line[5:]]
+            else:
+                batch.append(line[5:])
+            return None
+        if self.batch:
+            self.run_batch(server)
         registry = server.registry
         try:
             cmd = native.parse_command(line)
@@ -43,6 +64,34 @@ class NativeClient(Client):
         except native.ProtocolError as err:
             registry.send(self, err.to_bytes())
         return None
+
+    def run_batch(self, server):
+        """Say this read's messages: checked once as one text, fanned out once as one buffer.
+
+        A batch with a line that is not UTF-8, is empty or holds a control character is run line
+        by line instead, so each such line gets its own ``ERR`` in its place and the rest go out.
+        """
+        batch = self.batch
+        if not batch:
+            return
+        self.batch = None
+        if self.closing or self.room is None:
+            return
+        registry = server.registry
+        try:
+            text = b"\n".join(batch).decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is None or b"" in batch or _BATCH_BAD_RE.search(text):
+            for raw in batch:
+                try:
+                    if not raw:
+                        raise native.ProtocolError("missing-argument", "usage: SEND <text>")
+                    registry.say(self, native.check_text(native.decode(raw)))
+                except native.ProtocolError as err:
+                    registry.send(self, err.to_bytes())
+            return
+        registry.say_batch(self, text.split("\n"))
 
     def line_too_long(self, server, size):
         return native.format_err("line-too-long", f"line over {server.max_line} bytes was discarded")

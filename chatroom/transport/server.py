@@ -199,28 +199,40 @@ class ChatServer:
             client.watcher.start(self._on_readable, client)
 
     def _run_chunk(self, client, data):
-        """Frame ``data`` and run its lines; returns a disconnect reason, or None to go on."""
+        """Frame ``data`` and run its lines; returns a disconnect reason, or None to go on.
+
+        A client may batch what its lines say (``run_line`` collects, ``run_batch`` sends): the
+        messages of one read then go out as one fan-out, and the batch is run before anything
+        else the client says or hears from here, so the order of its lines is kept.
+        """
         run = client.run_line
         flood = self.flood_rate
+        reason = None
         for line in client.framer.feed(data):
             if type(line) is bytes:
                 if flood:
                     reason = self._flood_check(client)
                     if reason is not None:
                         if reason == "dropped":
+                            reason = None
                             continue
-                        return reason
+                        break
                 reason = run(self, line)
                 if reason is not None:
-                    return reason
-            elif isinstance(line, LineTooLong):
-                self.registry.send(client, client.line_too_long(self, line.size))
+                    break
             else:
-                self.registry.send(client, client.no_line_end(self))
-                return "no-line-end"
+                client.run_batch(self)
+                if isinstance(line, LineTooLong):
+                    self.registry.send(client, client.line_too_long(self, line.size))
+                else:
+                    self.registry.send(client, client.no_line_end(self))
+                    reason = "no-line-end"
+                    break
             if client.closing:
-                return client.gone or "disconnected"
-        return None
+                reason = client.gone or "disconnected"
+                break
+        client.run_batch(self)
+        return reason
 
     def _flood_check(self, client):
         """Token bucket on lines; returns None (go on), "dropped", or "flood" (disconnect)."""
@@ -237,6 +249,7 @@ class ChatServer:
         client.strikes = strikes
         if strikes > self.flood_burst * FLOOD_STRIKES_PER_BURST:
             return "flood"
+        client.run_batch(self)
         self.registry.send(client, client.rate_limited(self, rate))
         return "dropped"
 
