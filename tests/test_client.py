@@ -241,9 +241,15 @@ def test_connect_failure_is_reported_and_a_later_connect_works(start_server, cha
 
 def test_connect_times_out_on_a_silent_server(fake_server, chat_client):
     user = chat_client(fake_server.getsockname()[1], "--connect-timeout", "0.5")
+    user.type("HELP")  # the client is up and reading: its start-up is not timed below
+    user.expect(r"Commands .*")
+    started = time.monotonic()
     user.type("CONNECT")
     conn = FakePeer(fake_server, hello=None)  # accepts but never says HELLO
     user.expect_line(CONNECT_FAILED)
+    waited = time.monotonic() - started
+    # It waited the 0.5 s asked for, not the 5 s default.
+    assert 0.5 <= waited < 3.0, waited
     conn.close()
 
 
