@@ -360,6 +360,34 @@ def test_nick_join_tell_who_rooms_help(server, clients, chat_client):
     assert ann.wait() == 0
 
 
+def test_a_nickname_changed_after_nick_is_the_one_claimed_again_on_reconnect(start_server, clients,
+                                                                             chat_client):
+    """--nick ann, then NICK bob: after the server drops the connection, CONNECT claims bob."""
+    # Flood control is the server's own way to drop a client: 3 lines at once, then each line
+    # over the (negligible) rate is a strike, and more than 6 strikes is a disconnect.
+    server = start_server("--flood-rate", 0.01, "--flood-burst", 3)
+    watcher = clients(server)
+    user = chat_client(server.port, "--nick", "ann")
+    first_id = user.connect()
+    user.expect_line(f"* {first_id} is now known as ann")
+    assert watcher.expect("NICK ") == f"NICK {first_id} ann"
+    user.type("NICK bob")
+    user.expect_line("* ann is now known as bob")
+    assert watcher.expect("NICK ") == "NICK ann bob"
+
+    user.type(*(f"SEND flood {i}" for i in range(10)))  # 1 token left, then strikes
+    user.expect_line("Disconnected from server (flood).")
+    assert watcher.expect("MSG ") == "MSG lobby bob flood 0"  # the last token
+    assert watcher.expect("PART ") == "PART lobby bob flood"
+
+    second_id = user.connect()
+    assert watcher.expect("JOIN ") == f"JOIN lobby {second_id}"
+    assert watcher.expect("NICK ") == f"NICK {second_id} bob"  # not ann
+    user.expect_line(f"* {second_id} is now known as bob")
+    user.type("QUIT")
+    assert user.wait() == 0
+
+
 # -- hostile or odd servers (a scripted fake) ------------------------------------------------------
 
 
