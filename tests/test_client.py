@@ -452,6 +452,20 @@ def test_a_100kb_line_is_reported_and_the_connection_goes_on(fake_server, chat_c
     assert user.wait() == 0
 
 
+def test_a_server_line_of_64_kib_is_shown_and_one_byte_more_is_skipped(fake_server, chat_client):
+    user = chat_client(fake_server.getsockname()[1])
+    user.type("CONNECT")
+    conn = FakePeer(fake_server)
+    user.expect(r"Connected to .*")
+    head = b"MSG lobby x "
+    conn.sendall(head + b"A" * (65536 - len(head)) + b"\n")  # 64 KiB exactly, line end aside
+    user.expect_line("[lobby] x: " + "A" * (65536 - len(head)))
+    conn.sendall(head + b"B" * (65537 - len(head)) + b"\nMSG lobby x after\n")
+    user.expect_line("ERROR: a line of 65537 bytes from the server was too long; skipped.")
+    user.expect_line("[lobby] x: after")
+    conn.close()
+
+
 def test_quit_is_bounded_when_the_server_never_answers(fake_server, chat_client):
     user = chat_client(fake_server.getsockname()[1])
     user.type("CONNECT")
