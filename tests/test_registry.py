@@ -8,7 +8,7 @@ import pytest
 
 from chatroom.codec import native
 from chatroom.codec.native import ProtocolError
-from chatroom.registry import LOBBY, Member, Registry
+from chatroom.registry import Member, Registry
 
 
 class FakeClock:
@@ -69,7 +69,7 @@ def test_add_greets_then_joins_lobby_and_others_see_it(reg):
     reg.add(b, native.format_hello(b.id))
     assert lines(a) == ["JOIN lobby 127.0.0.1:2"]
     assert lines(b) == ["HELLO 127.0.0.1:2 chatroom/1.0", "JOIN lobby 127.0.0.1:2"]
-    assert len(reg) == 2 and a.room is b.room and a.room.name == LOBBY
+    assert len(reg) == 2 and a.room is b.room and a.room.name == "lobby"
 
 
 def test_say_skips_sender_and_reaches_only_the_room(reg):
@@ -226,7 +226,7 @@ def test_join_invalid_room(reg):
     with pytest.raises(ProtocolError) as info:
         reg.join(a, "-bad")
     assert info.value.code == "room-invalid"
-    assert a.room.name == LOBBY
+    assert a.room.name == "lobby"
 
 
 def test_rooms_are_case_sensitive_and_empty_rooms_vanish(reg):
@@ -238,7 +238,7 @@ def test_rooms_are_case_sensitive_and_empty_rooms_vanish(reg):
     assert "Dev" not in reg.rooms
     reg.remove(b)
     assert "dev" not in reg.rooms
-    assert list(reg.rooms) == [LOBBY]
+    assert list(reg.rooms) == ["lobby"]
 
 
 def test_remove_announces_part_to_the_room_only(reg):
@@ -374,7 +374,7 @@ def test_full_outbox_evicts_only_that_member():
     sender, slow, *fast = make(reg, "s:1", "slow:2", "f:3", "f:4", "f:5")
     slow.blocked = True  # its socket takes nothing more
     text = "x" * 80
-    frame = native.format_msg(LOBBY, "s:1", text).decode().rstrip("\n")
+    frame = f"MSG lobby s:1 {text}"
     sent = 0
     while not hooks.evicted and sent < 100:
         reg.say(sender, text)
@@ -394,7 +394,7 @@ def test_full_outbox_evicts_only_that_member():
 
 
 def test_exactly_at_hard_limit_is_not_evicted():
-    frame_len = len(native.format_msg(LOBBY, "s:1", "y" * 10))
+    frame_len = len(b"MSG lobby s:1 yyyyyyyyyy\n")
     reg = Registry(outbox_limit=frame_len * 3, soft_limit=0)
     hooks = Hooks(reg)
     s, m = make(reg, "s:1", "m:2")
@@ -532,14 +532,14 @@ def test_evict_hook_that_removes_the_sender_and_whole_room_is_safe():
 
     def on_evict(member, reason):
         for m in list(reg.ids.values()):
-            if m.room is not None and m.room.name == LOBBY:
+            if m.room is not None and m.room.name == "lobby":
                 reg.remove(m, "server-shutdown", announce=False)
 
     reg.on_evict = on_evict
     a.queued = 290
     a.blocked = True
     reg.say(s, "last words")
-    assert LOBBY not in reg.rooms
+    assert "lobby" not in reg.rooms
     assert list(reg.ids) == ["o:4"]
     reg.broadcast_all(b"BYE server-shutdown\n")
     assert lines(other)[-1] == "BYE server-shutdown"
