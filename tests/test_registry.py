@@ -281,6 +281,20 @@ def test_presence_limit():
     assert lines(b) == ["MSG lobby ann messages always go through"]
 
 
+@pytest.mark.parametrize("limit", [3, None], ids=["presence-limit-3", "default-200"])
+def test_leaving_a_room_over_the_presence_limit_is_not_announced(limit):
+    """The leaver counts, as a joiner does: a room of limit + 1 is over the limit, one of exactly
+    limit is not. (Moving to another room is judged the same way: test_presence_limit.)"""
+    reg = Registry() if limit is None else Registry(presence_limit=limit)
+    size = 200 if limit is None else limit  # the documented default: --presence-limit 200
+    leaver, *rest = make(reg, *(f"m:{i}" for i in range(size + 1)))
+    reg.remove(leaver, "quit")  # from a room of size + 1: not announced
+    assert [lines(m) for m in rest] == [[]] * size
+    leaver, *rest = rest
+    reg.remove(leaver, "quit")  # from a room of size: announced
+    assert [lines(m) for m in rest] == [["PART lobby m:1 quit"]] * (size - 1)
+
+
 # -- TELL, WHO, ROOMS ----------------------------------------------------------------------------
 
 def test_tell_by_nick_and_by_id_across_rooms(reg):
