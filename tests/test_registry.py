@@ -492,6 +492,59 @@ def test_soft_limit_off_when_not_below_hard_limit():
     assert reg.soft_limit == 0
 
 
+#: Each case: the Registry's arguments, and the hard limit, soft limit and seconds it must then
+#: have, spelled out. The defaults are the server's documented ones (README's limits table).
+LIMIT_CASES = [
+    pytest.param({}, 1024 * 1024, 256 * 1024, 10.0, id="defaults"),
+    pytest.param({"outbox_limit": 1000, "soft_limit": 500, "soft_seconds": 3.0}, 1000, 500, 3.0,
+                 id="small"),
+]
+
+
+@pytest.mark.parametrize("kw, hard, soft, seconds", LIMIT_CASES)
+def test_blocked_member_exactly_at_the_hard_limit_with_the_soft_limit_on_stays(kw, hard, soft, seconds):
+    """Exactly the hard limit queued is not over it, even for a member whose socket is full."""
+    clock = FakeClock()
+    reg = Registry(clock=clock, **kw)
+    hooks = Hooks(reg)
+    (m,) = make(reg, "m:1")
+    m.blocked = True
+    reg.send(m, b"x" * (hard - 1))
+    reg.send(m, b"x")
+    assert m.queued == hard and hooks.evicted == []
+    assert m.soft_since == clock.now  # over the soft limit, whose clock has only just started
+    reg.send(m, b"x")  # one byte over the hard limit: out at once, the soft clock notwithstanding
+    assert hooks.evicted == [(m, "slow-consumer")]
+
+
+@pytest.mark.parametrize("kw, hard, soft, seconds", LIMIT_CASES)
+def test_exactly_the_soft_limit_starts_no_clock(kw, hard, soft, seconds):
+    clock = FakeClock()
+    reg = Registry(clock=clock, **kw)
+    (m,) = make(reg, "m:1")
+    reg.send(m, b"x" * soft)
+    assert m.soft_since is None
+    reg.send(m, b"x")
+    assert m.soft_since == clock.now
+
+
+@pytest.mark.parametrize("kw, hard, soft, seconds", LIMIT_CASES)
+def test_exactly_soft_seconds_over_the_soft_limit_is_not_yet_too_long(kw, hard, soft, seconds):
+    clock = FakeClock()  # 1000.0: it and every time below are exact in binary floating point
+    reg = Registry(clock=clock, **kw)
+    hooks = Hooks(reg)
+    (m,) = make(reg, "m:1")
+    reg.send(m, b"x" * (soft + 1))
+    started = clock.now
+    assert m.soft_since == started
+    clock.now = started + seconds
+    reg.send(m, b"x")
+    assert hooks.evicted == [] and m.soft_since == started
+    clock.now = started + seconds + 1 / 1024
+    reg.send(m, b"x")
+    assert hooks.evicted == [(m, "slow-consumer")]
+
+
 # -- leaving during a broadcast ------------------------------------------------------------------
 
 def test_several_members_evicted_in_one_broadcast():
