@@ -20,8 +20,6 @@ from hypothesis import strategies as st
 from chatroom.codec import native
 from chatroom.codec.lines import LineTooLong, NO_LINE_END_LIMIT
 from chatroom.client import (
-    CONNECT_FAILED,
-    UNKNOWN_COMMAND,
     LineEditor,
     describe,
     finish,
@@ -34,6 +32,24 @@ from conftest import BIN, ROOT, WAIT, free_port
 
 #: Characters that must never reach the terminal raw; the client prints only "\n" among controls.
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+# What the user sees, word for word (the first two are the user's specification). Spelled out
+# here, never imported from the client: a test comparing the client's output with the client's
+# own constants would pass whatever the text said.
+UNKNOWN_COMMAND = "ERROR: Please use the CONNECT, SEND <message>, and QUIT commands."
+CONNECT_FAILED = "ERROR: Connection Failed."
+HELP = [
+    "Commands (case-sensitive, one per line):",
+    "  CONNECT                connect to the server",
+    "  SEND <message>         say <message> to everyone in your room",
+    "  TELL <nick> <message>  say <message> to one person only (nickname or address:port)",
+    "  NICK <name>            set your nickname (1-32 of A-Z a-z 0-9 _ -)",
+    "  JOIN <room>            move to <room> (created on demand)",
+    "  WHO                    list the people in your room",
+    "  ROOMS                  list the rooms and how many are in each",
+    "  HELP                   show this list",
+    "  QUIT                   leave and exit",
+]
 
 
 class ClientProcess:
@@ -171,6 +187,8 @@ def test_message_reaches_the_others_with_sender_address_and_port(server, chat_cl
     for other in (a, b):
         other.expect_line(f"[lobby] {ids[2]}: hi from c")
     assert "Hello, Server!" not in a.output()  # the server never echoes to the sender
+    for me in ids:  # the server's log names each of them, word for word
+        server.wait_for(rf"^Connection has been established with {re.escape(me)}$")
 
 
 def test_unknown_commands_get_the_exact_error_and_nothing_is_sent(server, clients, chat_client):
@@ -223,9 +241,15 @@ def test_connect_failure_is_reported_and_a_later_connect_works(start_server, cha
 
 def test_connect_times_out_on_a_silent_server(fake_server, chat_client):
     user = chat_client(fake_server.getsockname()[1], "--connect-timeout", "0.5")
+    user.type("HELP")  # the client is up and reading: its start-up is not timed below
+    user.expect(r"Commands .*")
+    started = time.monotonic()
     user.type("CONNECT")
     conn = FakePeer(fake_server, hello=None)  # accepts but never says HELLO
     user.expect_line(CONNECT_FAILED)
+    waited = time.monotonic() - started
+    # It waited the 0.5 s asked for, not the 5 s default.
+    assert 0.5 <= waited < 3.0, waited
     conn.close()
 
 
@@ -330,14 +354,38 @@ def test_nick_join_tell_who_rooms_help(server, clients, chat_client):
     ann.expect_line("[dev] bob: in dev")
 
     ann.type("HELP")
-    first = ann.expect(r"Commands .*")
-    ann.expect(r"  QUIT +leave and exit")  # the last line of the list
-    help_text = ann.output()[ann.output().index(first.group()):]
-    for command in ("CONNECT", "SEND <message>", "TELL <nick> <message>", "NICK <name>",
-                    "JOIN <room>", "WHO", "ROOMS", "HELP", "QUIT"):
-        assert command in help_text
+    for line in HELP:
+        ann.expect_line(line)
     ann.type("QUIT")
     assert ann.wait() == 0
+
+
+def test_a_nickname_changed_after_nick_is_the_one_claimed_again_on_reconnect(start_server, clients,
+                                                                             chat_client):
+    """--nick ann, then NICK bob: after the server drops the connection, CONNECT claims bob."""
+    # Flood control is the server's own way to drop a client: 3 lines at once, then each line
+    # over the (negligible) rate is a strike, and more than 6 strikes is a disconnect.
+    server = start_server("--flood-rate", 0.01, "--flood-burst", 3)
+    watcher = clients(server)
+    user = chat_client(server.port, "--nick", "ann")
+    first_id = user.connect()
+    user.expect_line(f"* {first_id} is now known as ann")
+    assert watcher.expect("NICK ") == f"NICK {first_id} ann"
+    user.type("NICK bob")
+    user.expect_line("* ann is now known as bob")
+    assert watcher.expect("NICK ") == "NICK ann bob"
+
+    user.type(*(f"SEND flood {i}" for i in range(10)))  # 1 token left, then strikes
+    user.expect_line("Disconnected from server (flood).")
+    assert watcher.expect("MSG ") == "MSG lobby bob flood 0"  # the last token
+    assert watcher.expect("PART ") == "PART lobby bob flood"
+
+    second_id = user.connect()
+    assert watcher.expect("JOIN ") == f"JOIN lobby {second_id}"
+    assert watcher.expect("NICK ") == f"NICK {second_id} bob"  # not ann
+    user.expect_line(f"* {second_id} is now known as bob")
+    user.type("QUIT")
+    assert user.wait() == 0
 
 
 # -- hostile or odd servers (a scripted fake) ------------------------------------------------------
@@ -402,6 +450,20 @@ def test_a_100kb_line_is_reported_and_the_connection_goes_on(fake_server, chat_c
     conn.close()
     user.expect_line("Disconnected from server (quit).")
     assert user.wait() == 0
+
+
+def test_a_server_line_of_64_kib_is_shown_and_one_byte_more_is_skipped(fake_server, chat_client):
+    user = chat_client(fake_server.getsockname()[1])
+    user.type("CONNECT")
+    conn = FakePeer(fake_server)
+    user.expect(r"Connected to .*")
+    head = b"MSG lobby x "
+    conn.sendall(head + b"A" * (65536 - len(head)) + b"\n")  # 64 KiB exactly, line end aside
+    user.expect_line("[lobby] x: " + "A" * (65536 - len(head)))
+    conn.sendall(head + b"B" * (65537 - len(head)) + b"\nMSG lobby x after\n")
+    user.expect_line("ERROR: a line of 65537 bytes from the server was too long; skipped.")
+    user.expect_line("[lobby] x: after")
+    conn.close()
 
 
 def test_quit_is_bounded_when_the_server_never_answers(fake_server, chat_client):

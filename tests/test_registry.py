@@ -8,7 +8,7 @@ import pytest
 
 from chatroom.codec import native
 from chatroom.codec.native import ProtocolError
-from chatroom.core.registry import LOBBY, Member, Registry
+from chatroom.core.registry import Member, Registry
 
 
 class FakeClock:
@@ -69,7 +69,7 @@ def test_add_greets_then_joins_lobby_and_others_see_it(reg):
     reg.add(b, native.format_hello(b.id))
     assert lines(a) == ["JOIN lobby 127.0.0.1:2"]
     assert lines(b) == ["HELLO 127.0.0.1:2 chatroom/1.0", "JOIN lobby 127.0.0.1:2"]
-    assert len(reg) == 2 and a.room is b.room and a.room.name == LOBBY
+    assert len(reg) == 2 and a.room is b.room and a.room.name == "lobby"
 
 
 def test_say_skips_sender_and_reaches_only_the_room(reg):
@@ -226,7 +226,7 @@ def test_join_invalid_room(reg):
     with pytest.raises(ProtocolError) as info:
         reg.join(a, "-bad")
     assert info.value.code == "room-invalid"
-    assert a.room.name == LOBBY
+    assert a.room.name == "lobby"
 
 
 def test_rooms_are_case_sensitive_and_empty_rooms_vanish(reg):
@@ -238,7 +238,7 @@ def test_rooms_are_case_sensitive_and_empty_rooms_vanish(reg):
     assert "Dev" not in reg.rooms
     reg.remove(b)
     assert "dev" not in reg.rooms
-    assert list(reg.rooms) == [LOBBY]
+    assert list(reg.rooms) == ["lobby"]
 
 
 def test_remove_announces_part_to_the_room_only(reg):
@@ -279,6 +279,20 @@ def test_presence_limit():
     assert lines(a) == ["WHO lobby ann bob"]
     reg.say(a, "messages always go through")
     assert lines(b) == ["MSG lobby ann messages always go through"]
+
+
+@pytest.mark.parametrize("limit", [3, None], ids=["presence-limit-3", "default-200"])
+def test_leaving_a_room_over_the_presence_limit_is_not_announced(limit):
+    """The leaver counts, as a joiner does: a room of limit + 1 is over the limit, one of exactly
+    limit is not. (Moving to another room is judged the same way: test_presence_limit.)"""
+    reg = Registry() if limit is None else Registry(presence_limit=limit)
+    size = 200 if limit is None else limit  # the documented default: --presence-limit 200
+    leaver, *rest = make(reg, *(f"m:{i}" for i in range(size + 1)))
+    reg.remove(leaver, "quit")  # from a room of size + 1: not announced
+    assert [lines(m) for m in rest] == [[]] * size
+    leaver, *rest = rest
+    reg.remove(leaver, "quit")  # from a room of size: announced
+    assert [lines(m) for m in rest] == [["PART lobby m:1 quit"]] * (size - 1)
 
 
 # -- TELL, WHO, ROOMS ----------------------------------------------------------------------------
@@ -374,7 +388,7 @@ def test_full_outbox_evicts_only_that_member():
     sender, slow, *fast = make(reg, "s:1", "slow:2", "f:3", "f:4", "f:5")
     slow.blocked = True  # its socket takes nothing more
     text = "x" * 80
-    frame = native.format_msg(LOBBY, "s:1", text).decode().rstrip("\n")
+    frame = f"MSG lobby s:1 {text}"
     sent = 0
     while not hooks.evicted and sent < 100:
         reg.say(sender, text)
@@ -394,7 +408,7 @@ def test_full_outbox_evicts_only_that_member():
 
 
 def test_exactly_at_hard_limit_is_not_evicted():
-    frame_len = len(native.format_msg(LOBBY, "s:1", "y" * 10))
+    frame_len = len(b"MSG lobby s:1 yyyyyyyyyy\n")
     reg = Registry(outbox_limit=frame_len * 3, soft_limit=0)
     hooks = Hooks(reg)
     s, m = make(reg, "s:1", "m:2")
@@ -478,6 +492,59 @@ def test_soft_limit_off_when_not_below_hard_limit():
     assert reg.soft_limit == 0
 
 
+#: Each case: the Registry's arguments, and the hard limit, soft limit and seconds it must then
+#: have, spelled out. The defaults are the server's documented ones (README's limits table).
+LIMIT_CASES = [
+    pytest.param({}, 1024 * 1024, 256 * 1024, 10.0, id="defaults"),
+    pytest.param({"outbox_limit": 1000, "soft_limit": 500, "soft_seconds": 3.0}, 1000, 500, 3.0,
+                 id="small"),
+]
+
+
+@pytest.mark.parametrize("kw, hard, soft, seconds", LIMIT_CASES)
+def test_blocked_member_exactly_at_the_hard_limit_with_the_soft_limit_on_stays(kw, hard, soft, seconds):
+    """Exactly the hard limit queued is not over it, even for a member whose socket is full."""
+    clock = FakeClock()
+    reg = Registry(clock=clock, **kw)
+    hooks = Hooks(reg)
+    (m,) = make(reg, "m:1")
+    m.blocked = True
+    reg.send(m, b"x" * (hard - 1))
+    reg.send(m, b"x")
+    assert m.queued == hard and hooks.evicted == []
+    assert m.soft_since == clock.now  # over the soft limit, whose clock has only just started
+    reg.send(m, b"x")  # one byte over the hard limit: out at once, the soft clock notwithstanding
+    assert hooks.evicted == [(m, "slow-consumer")]
+
+
+@pytest.mark.parametrize("kw, hard, soft, seconds", LIMIT_CASES)
+def test_exactly_the_soft_limit_starts_no_clock(kw, hard, soft, seconds):
+    clock = FakeClock()
+    reg = Registry(clock=clock, **kw)
+    (m,) = make(reg, "m:1")
+    reg.send(m, b"x" * soft)
+    assert m.soft_since is None
+    reg.send(m, b"x")
+    assert m.soft_since == clock.now
+
+
+@pytest.mark.parametrize("kw, hard, soft, seconds", LIMIT_CASES)
+def test_exactly_soft_seconds_over_the_soft_limit_is_not_yet_too_long(kw, hard, soft, seconds):
+    clock = FakeClock()  # 1000.0: it and every time below are exact in binary floating point
+    reg = Registry(clock=clock, **kw)
+    hooks = Hooks(reg)
+    (m,) = make(reg, "m:1")
+    reg.send(m, b"x" * (soft + 1))
+    started = clock.now
+    assert m.soft_since == started
+    clock.now = started + seconds
+    reg.send(m, b"x")
+    assert hooks.evicted == [] and m.soft_since == started
+    clock.now = started + seconds + 1 / 1024
+    reg.send(m, b"x")
+    assert hooks.evicted == [(m, "slow-consumer")]
+
+
 # -- leaving during a broadcast ------------------------------------------------------------------
 
 def test_several_members_evicted_in_one_broadcast():
@@ -532,14 +599,14 @@ def test_evict_hook_that_removes_the_sender_and_whole_room_is_safe():
 
     def on_evict(member, reason):
         for m in list(reg.ids.values()):
-            if m.room is not None and m.room.name == LOBBY:
+            if m.room is not None and m.room.name == "lobby":
                 reg.remove(m, "server-shutdown", announce=False)
 
     reg.on_evict = on_evict
     a.queued = 290
     a.blocked = True
     reg.say(s, "last words")
-    assert LOBBY not in reg.rooms
+    assert "lobby" not in reg.rooms
     assert list(reg.ids) == ["o:4"]
     reg.broadcast_all(b"BYE server-shutdown\n")
     assert lines(other)[-1] == "BYE server-shutdown"

@@ -150,6 +150,26 @@ def test_quit(server, clients):
     assert d.recv_line() == f"MSG lobby {c.id} still chatting"
 
 
+def test_presence_limit_counts_the_one_who_comes_or_goes(start_server, clients):
+    """--presence-limit 2: a room that would have 3 with the newcomer or the leaver is not told."""
+    server = start_server("--presence-limit", 2)
+    a = clients(server)
+    b = clients(server)  # a room of 2: announced
+    assert a.recv_line() == f"JOIN lobby {b.id}"
+    c = clients(server)  # a room of 3: only c hears its own JOIN
+    assert a.sync() == [] and b.sync() == []
+    c.send("NICK carl")  # changes in a room of 3 are not announced either
+    assert c.recv_line() == f"NICK {c.id} carl"
+    assert a.sync() == [] and b.sync() == []
+    c.send("QUIT")  # leaving a room of 3
+    assert c.expect_closed() == ["BYE quit"]
+    server.wait_for(closed_line(c) + r"\(quit\)$")
+    assert a.sync() == [] and b.sync() == []
+    b.send("QUIT")  # leaving a room of 2: announced
+    assert b.expect_closed() == ["BYE quit"]
+    assert a.recv_line() == f"PART lobby {b.id} quit"
+
+
 # -- bad input: an ERR, nothing relayed, and the connection keeps working ------------------------
 
 BAD_LINES = [
