@@ -342,7 +342,8 @@ settings = {{
         return "\n".join(parts)
 
     def raw_log(self):
-        """The raw IRC lines irssi sent and received (from registration on)."""
+        """The raw IRC lines irssi sent (``<<``) and received (``>>``): opened after 001, it starts
+        with irssi's buffer of the last 200, so registration is in it too."""
         try:
             return (self.home / "raw.log").read_text(errors="replace")
         except FileNotFoundError:
