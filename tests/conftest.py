@@ -4,6 +4,7 @@ Everything waits on events (a line arriving, a process exiting) with a deadline,
 fixed sleep, and every wait is bounded so a broken server fails a test instead of hanging CI.
 """
 
+import os
 import re
 import signal
 import socket
@@ -35,8 +36,11 @@ class ServerProcess:
         self._new = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self.irc_port = None  # the IRC listener's port, when started with --irc-port
         try:
             m = self.wait_for(r"Listening on (\S+):(\d+)")
+            if "--irc-port" in cmd or (env if env is not None else os.environ).get("CHATROOM_IRC_PORT"):
+                self.irc_port = int(self.wait_for(r"IRC listening on 127\.0\.0\.1:(\d+)").group(1))
         except BaseException:
             self.kill()  # the fixture never saw this server: nobody else would stop it
             raise
