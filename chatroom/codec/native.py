@@ -207,7 +207,7 @@ class Encoder:
     def msg(self, room, sender, text, stamp, notice, tags):
         if not sender.plain:
             text = irc.plain_text(text)
-            if text is None:
+            if not text:
                 return None
         return f"MSG {room.name} {sender.name} {text}\n".encode("utf-8")
 
@@ -219,7 +219,7 @@ class Encoder:
     def tell(self, sender, target, text, stamp, notice, tags):
         if not sender.plain:
             text = irc.plain_text(text)
-            if text is None:
+            if not text:
                 return None
         return format_tell(sender.name, text)
 
@@ -227,15 +227,19 @@ class Encoder:
         return format_join(room.name, who.name)
 
     def part(self, room, who, reason):
-        return format_part(room.name, who.name, reason)
+        return format_part(room.name, who.name, reason if who.plain else _plain(reason))
 
     def quit(self, room, who, reason):
-        return format_part(room.name, who.name, reason) if room is not None else None
+        if room is None:
+            return None
+        return format_part(room.name, who.name, reason if who.plain else _plain(reason))
 
     def nick(self, room, who, old_name, old_prefix):
         return format_nick(old_name, who.name)
 
     def kick(self, room, by, target, reason):
+        if not by.plain:
+            reason = _plain(reason)
         return format_part(room.name, target.name, f"kicked by {by.name}: {reason}" if reason
                            else f"kicked by {by.name}")
 
@@ -250,6 +254,11 @@ class Encoder:
 
     def mode(self, room, by, change, arg):
         return None
+
+
+def _plain(text):
+    """A reason from an IRC client without its formatting (a CTCP request as nothing)."""
+    return irc.plain_text(text) or "" if text else text
 
 
 #: The one native encoder: every native member shares it, so a room of native members is one group.

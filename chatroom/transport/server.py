@@ -225,7 +225,9 @@ class ChatServer:
                 if isinstance(line, LineTooLong):
                     self.registry.send(client, client.line_too_long(self, line.size))
                 else:
-                    self.registry.send(client, client.no_line_end(self))
+                    words = client.no_line_end(self)
+                    if words is not None:
+                        self.registry.send(client, words)
                     reason = "no-line-end"
                     break
             if client.closing:
@@ -297,7 +299,14 @@ class ChatServer:
         self._discard(client)
 
     def _evicted(self, client, reason):
-        """Registry hook: ``client`` was evicted (too far behind). Close it without waiting."""
+        """Registry hook: ``client`` was evicted. Too far behind: close it without waiting.
+
+        Put out for another reason (``kicked``), it still reads: it gets what it has queued (who
+        put it out and why) and its goodbye, as when it quits.
+        """
+        if reason not in ("slow-consumer", "send-timeout"):
+            gevent.spawn(self._close, client, reason)
+            return
         if not self._forget(client):
             return
         log.warning("Dropped %s: %s (%d bytes queued)", client.id, reason, client.queued)

@@ -64,7 +64,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         return self.numeric(server, "417", "Input line was too long")
 
     def no_line_end(self, server):
-        return irc.format_message("ERROR", "Closing link: no line end")
+        return None  # the ERROR that closes the link says it
 
     def rate_limited(self, server, rate):
         return irc.format_message("NOTICE", self.nick or "*",
@@ -85,7 +85,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
 
     @property
     def ircnick(self):
-        return self.nick or self.pending_nick or "*"
+        return self.nick or "*"  # replies before registration name no one yet
 
     def numeric(self, server, code, *params):
         return irc.format_message(code, self.ircnick, *params, source=server.server_name)
@@ -218,15 +218,13 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         if self.registered:
             self.reply(server, "462", "You may not reregister")
             return None
-        if len(msg.params) < 4 or not msg.params[0]:
+        if len(msg.params) < 4 or not msg.params[0] or not msg.params[3]:
             self.reply(server, "461", "USER", "Not enough parameters")
             return None
+        realname = irc.check_text(msg.params[3])[:TOPICLEN]
         user = "".join(c for c in msg.params[0] if c.isalnum() or c in "-_.")[:USERLEN - 1]
         self.user = "~" + (user or "user")
-        if not msg.params[3]:
-            self.reply(server, "461", "USER", "Not enough parameters")
-            return None
-        self.realname = irc.check_text(msg.params[3])[:TOPICLEN]
+        self.realname = realname
         self._try_register(server)
         return None
 
@@ -300,8 +298,11 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         return None  # any line proves liveness
 
     def cmd_quit(self, server, msg):
-        text = msg.params[0] if msg.params else ""
-        text = check_printable(text)[:TOPICLEN]
+        text = msg.params[0][:TOPICLEN] if msg.params else ""
+        try:
+            text = irc.check_text(text)  # formatting stays for IRC; native users get it stripped
+        except irc.IrcError:
+            text = check_printable(text)
         return "quit: " + text if text else "quit"
 
 

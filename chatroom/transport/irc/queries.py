@@ -79,7 +79,7 @@ class QueryCommands:
         found = []
         for param in msg.params:
             for nick in param.split():
-                m = registry.find_nick(nick)
+                m = registry.find(nick)
                 if m is not None:
                     found.append(m.ircnick)
         self.reply(server, "303", " ".join(found))
@@ -91,7 +91,7 @@ class QueryCommands:
             return None
         out = []
         for nick in " ".join(msg.params).split()[:5]:
-            m = server.registry.find_nick(nick)
+            m = server.registry.find(nick)
             if m is not None:
                 away = "-" if getattr(m, "away", None) else "+"
                 out.append(f"{m.ircnick}={away}{m.prefix.split('!', 1)[1]}")
