@@ -109,10 +109,10 @@ class Link:
 
     # -- queueing (never waits) ------------------------------------------------------------------
 
-    def publish(self, kind, arg, line):
-        """Queue one event for the other nodes; dropped while Redis is unreachable."""
+    def publish(self, record):
+        """Queue one event record (:mod:`.records`) for the other nodes; dropped while Redis is
+        unreachable."""
         if self.open:
-            record = kind + arg.encode() + b" " + line
             self._put(record, len(record))
 
     def command(self, *args):
@@ -204,7 +204,7 @@ class Link:
             log.warning("Cluster: this node was taken for dead; rewriting its state")
             self.rewrite = True
         for dead in results[-1] if isinstance(results[-1], list) else ():
-            self.registry.node_died(dead[0].decode("utf-8", "replace"), _members(dead[1:]))
+            self.registry.node_died(dead[0].decode("utf-8", "replace"), *_members(dead[1:]))
 
     def _recover(self):
         """Wait (with back-off) until subscribed and the node's whole state is rewritten; go up."""
@@ -254,13 +254,13 @@ class Link:
         results = pipe.execute(raise_on_error=False)
         self._check(results[:first])
         self._check_nicks(results[first:], nicks)
-        reset = results[0] if isinstance(results[0], list) else [0]  # refused: logged above
-        reaped, members = reset[0], _members(reset[1:])
+        reset = results[0] if isinstance(results[0], list) else [0, [], []]  # refused: logged
+        reaped, (gone, memberships) = reset[0], _members(reset[1:])
         if self.ever_up:  # back after an outage: the members erased were this process's own
             if reaped:
                 r.rejoined()
-        elif members:  # first connection: an earlier process under this name died unreaped
-            r.node_died(self.node, members)
+        elif gone or memberships:  # first connection: an earlier process under this name died
+            r.node_died(self.node, gone, memberships)
 
     def _write_alive(self, pipe, rooms):
         r = self.registry
@@ -359,14 +359,16 @@ class Link:
         result = self._lookup(SCRIPT_CLAIM, keys, [owner, self.ttl_ms])
         return None if result is None else bool(result)
 
-    def locate(self, who):
-        """``(node, id)`` of the member called ``who`` anywhere in the cluster, or None."""
+    def locate(self, who, ids):
+        """``(node, id, "name prefix" or None)`` of the member called ``who`` (its nickname, or one
+        of ``ids``) anywhere in the cluster, or None."""
         found = self._lookup(SCRIPT_LOCATE, [NODES_KEY, nick_key(who.casefold())],
-                             [self.node, NODE_KEY_PREFIX, who])
+                             [self.node, NODE_KEY_PREFIX, *ids])
         if not found:
             return None
-        node, member_id = found.decode("utf-8", "replace").split(" ")[:2]
-        return node, member_id
+        node, member_id, ident = (v.decode("utf-8", "replace") if v is not None else None
+                                  for v in (list(found) + [None])[:3])
+        return node, member_id, ident
 
     def room_members(self, room):
         """``[(stamp, name)]`` of the members of ``room`` on the other nodes."""
@@ -402,10 +404,13 @@ class Link:
             client.close()
 
 
-def _members(flat):
-    """``[(room, id, "stamp name")]`` from a script's flat room, id, value, ... answer."""
-    values = [v.decode("utf-8", "replace") for v in flat]
-    return list(zip(values[0::3], values[1::3], values[2::3]))
+def _members(answer):
+    """``({id: "name prefix"}, [(room, id, "stamp name")])`` from what ``erase`` (a script) returns."""
+    ids_flat, rooms_flat = (list(answer) + [[], []])[:2]
+    ids = [v.decode("utf-8", "replace") for v in ids_flat or ()]
+    values = [v.decode("utf-8", "replace") for v in rooms_flat or ()]
+    return (dict(zip(ids[0::2], ids[1::2])),
+            list(zip(values[0::3], values[1::3], values[2::3])))
 
 
 def _hset(pipe, key, mapping):

@@ -1,4 +1,10 @@
-"""The cluster node's registry: the in-process one, with every change also told to Redis."""
+"""The cluster node's registry: the in-process one, with every change also told to the others.
+
+Each operation does what the in-process :class:`~chatroom.core.registry.Registry` does for the
+node's own members, then queues for Redis (never waiting) first the change of this node's state
+(who is in which room, under which name) and then ONE event record (:mod:`.records`) that every
+other node applies to its own members. Nicknames are claimed in Redis before they are taken.
+"""
 
 import itertools
 import logging
@@ -7,11 +13,13 @@ import re
 import socket
 import time
 
-from ..codec import native
-from ..core.registry import Registry
+from ..codec import irc, native
+from ..core.registry import LOBBY, Member, Registry
+from . import records
 from .link import NICKS_PER_SCRIPT, Link
-from .scripts import (NODE_KEY_PREFIX, REAPED_KEY_PREFIX, SCRIPT_MEMBER_DEL, SCRIPT_MEMBER_SET,
-                      SCRIPT_RELEASE, SCRIPT_RELEASE_DEAD, nick_key)
+from .records import Remote
+from .scripts import (NODE_KEY_PREFIX, REAPED_KEY_PREFIX, SCRIPT_ID_SET, SCRIPT_MEMBER_DEL,
+                      SCRIPT_MEMBER_SET, SCRIPT_RELEASE, SCRIPT_RELEASE_DEAD, nick_key)
 
 log = logging.getLogger("chatroom.cluster")
 
@@ -21,16 +29,6 @@ log = logging.getLogger("chatroom.cluster")
 DEFAULT_TTL = 15.0
 #: Seconds a stopping node waits for its queue to reach Redis before it leaves anyway.
 LEAVE_TIMEOUT = 2.0
-
-# -- event records ---------------------------------------------------------------------------------
-# A PUBLISH payload is b"<node>\n" then records, each b"<kind><arg> <line>" where <line> is one
-# server line with its b"\n": what the receiving node queues to its members as it is.
-
-MSG = b"M"  #: arg is a room: every local member of it gets the line
-PRESENCE = b"P"  #: arg is a room: its local members get the line unless the room is too big
-TELL = b"T"  #: arg is "node/id": that member gets the line
-REAPED = b"R"  #: arg is "node/room": as PRESENCE, except on that node (taken for dead, yet alive)
-
 
 def default_node_name():
     """``<hostname>-<pid>``, with anything unsafe in the hostname replaced by ``-``."""
@@ -44,13 +42,19 @@ def format_notice(code, text):
 
 
 class ClusterRegistry(Registry):
-    """A :class:`Registry` whose rooms, nicknames and messages span every node on one Redis."""
+    """A :class:`Registry` whose rooms, nicknames and messages span every node on one Redis.
+
+    Rooms hold this node's members only; a member of another node is known here only while one
+    of its events is applied (a :class:`~.records.Remote`), or through a lookup in Redis (``WHO``,
+    ``ROOMS``, ``TELL``). Room state other than membership (topic, modes, operators, voices) is
+    kept per node; changes of topic and modes are applied by every node that has the room.
+    """
 
     def __init__(self, url, node=None, ttl=DEFAULT_TTL, **limits):
         super().__init__(**limits)
         self.node = node or default_node_name()
         self.ttl = ttl
-        self._stamps = {}  # member id -> time.time() it entered its room: orders WHO across nodes
+        self._stamps = {}  # (member id, room) -> time.time() it entered: orders WHO across nodes
         self._owners = {}  # member id -> "<node> <id> <serial>", its value in nickname keys
         self._serials = itertools.count(1)
         prefix = NODE_KEY_PREFIX + self.node
@@ -67,38 +71,98 @@ class ClusterRegistry(Registry):
         """Graceful exit: flush what is queued, then take this node out of Redis at once."""
         self.link.close(timeout)
 
-    # -- the registry's operations, each also told to the cluster -----------------------------------
+    def _shown(self, rooms):
+        """Names of those of ``rooms`` whose presence events are announced (presence limit)."""
+        limit = self.presence_limit
+        return [room.name for room in rooms if len(room.members) <= limit]
 
-    def add(self, member, greeting=None):
-        self._owners[member.id] = f"{self.node} {member.id} {next(self._serials)}"
-        super().add(member, greeting)
+    # -- membership ------------------------------------------------------------------------------
+
+    def add(self, member, greeting=None, room=LOBBY, nick=None):
+        owner = self._owners[member.id] = f"{self.node} {member.id} {next(self._serials)}"
+        try:
+            if nick is not None:
+                self._claim(member, nick, owner)
+            super().add(member, greeting, None, nick)
+        except BaseException:
+            self._owners.pop(member.id, None)
+            raise
+        self._store_id(member)
+        if room is not None:
+            self._enter(member, room)
+
+    def _claim(self, member, nick, owner):
+        """Claim ``nick`` in Redis for a member arriving with it (IRC registration)."""
+        self._check_nick(member, nick)
+        key = nick.casefold()
+        claimed = self.link.claim_nick(key, owner)
+        # The claim waited on Redis: the connection may have closed, or a local member taken it.
+        holder = self.nicks.get(key)
+        if getattr(member, "closing", False) or (holder is not None and holder is not member):
+            if claimed:
+                self.link.command("EVAL", SCRIPT_RELEASE, 1, nick_key(key), owner)
+            claimed = False
+        if claimed is False:
+            raise native.ProtocolError("nick-taken", f"nickname '{nick}' is in use")
+        # None: Redis is unreachable; the name is taken here only and claimed on reconnect.
 
     def remove(self, member, reason="disconnected", announce=True):
-        room, name, nick = member.room, member.name, member.nick
+        rooms = tuple(member.joined())
+        name, prefix, nick = member.name, member.prefix, member.nick
         if not super().remove(member, reason, announce):
             return False
         owner = self._owners.pop(member.id, None)
-        self._stamps.pop(member.id, None)
         if nick is not None:
             self.link.command("EVAL", SCRIPT_RELEASE, 1, nick_key(nick.casefold()), owner)
-        # Other nodes hear even when this one is shutting down (announce false): they stay.
-        if room is not None and len(room.members) < self.presence_limit:
-            self.link.publish(PRESENCE, room.name, native.format_part(room.name, name, reason))
+        self.link.command("HDEL", self.ids_key, member.id)
+        # Other nodes hear even when this one is shutting down (announce false): they stay. The
+        # rooms are empty of the member now, so the limit counts it: "<" where others have "<=".
+        shown = [room.name for room in rooms if len(room.members) < self.presence_limit]
+        if shown:
+            self.link.publish(records.quit(name, prefix, reason, shown))
         return True
 
     def join(self, member, room_name):
-        old, name = member.room, member.name
-        super().join(member, room_name)
-        if old is not None and old.name != room_name and len(old.members) < self.presence_limit:
-            self.link.publish(PRESENCE, old.name, native.format_part(old.name, name, "join"))
+        old = member.room
+        if old is None or old.name == room_name:
+            return super().join(member, room_name)
+        native.check_name(room_name, "room")
+        name, prefix = member.name, member.prefix
+        self._leave(member, old)
+        if len(old.members) < self.presence_limit:
+            if old.members:
+                self._event(old, "part", member, "join")
+            self.link.publish(records.part(old.name, name, prefix, "join"))
+        self._enter(member, room_name)
+        return None
+
+    def part(self, member, room, reason=""):
+        shown = len(room.members) <= self.presence_limit
+        if not super().part(member, room, reason):
+            return False
+        if shown:
+            self.link.publish(records.part(room.name, member.name, member.prefix, reason))
+        return True
+
+    def kick(self, by, room, target, reason):
+        if target not in room.members:
+            return False
+        self._event(room, "kick", by, target, reason)
+        self._leave(target, room)
+        self.link.publish(records.kick(room.name, by, target.name, target.prefix, reason))
+        if not target.multi:
+            if room.name == LOBBY:
+                self.evict(target, "kicked")
+            else:
+                self._enter(target, LOBBY)
+        return True
+
+    # -- nicknames -------------------------------------------------------------------------------
 
     def set_nick(self, member, nick):
-        native.check_name(nick, "nickname")
+        self._check_nick(member, nick)  # valid, and not taken here
         key = nick.casefold()
         old = member.nick
-        holder = self.nicks.get(key)
-        if holder is not None and holder is not member:
-            return super().set_nick(member, nick)  # taken here: the registry says so
         if old is not None and old.casefold() == key:
             return self._rename(member, nick)  # same name, other case: nothing to claim
         owner = self._owners[member.id]
@@ -117,35 +181,95 @@ class ClusterRegistry(Registry):
         return self._rename(member, nick)
 
     def _rename(self, member, nick):
-        old = member.name
-        if member.nick != nick:
-            self._store(member, nick)  # before the NICK line goes out, so WHO agrees with it
+        old_name, old_prefix = member.name, member.prefix
         super().set_nick(member, nick)
-        if old != nick:
-            self._publish_presence(member, native.format_nick(old, nick))
+        if member.name != old_name or member.prefix != old_prefix:
+            self._store(member)  # before the NICK event goes out, so WHO agrees with it
+            self._publish_nick(member, old_name, old_prefix)
+
+    def _publish_nick(self, member, old_name, old_prefix):
+        shown = self._shown(member.joined())
+        if shown:
+            self.link.publish(records.nick(old_name, old_prefix, member, shown))
+
+    # -- talking ---------------------------------------------------------------------------------
 
     def say(self, member, text, room=None, notice=False, tags=None):
-        room = room or member.room
+        if room is None:
+            room = member.room
         super().say(member, text, room, notice, tags)
-        self.link.publish(MSG, room.name, native.format_msg(room.name, member.name, text))
+        self.link.publish(records.msg(room.name, member, text, notice, tags))
 
-    def tell(self, member, who, text):
+    def tell(self, member, who, text, notice=False, tags=None):
+        """As :meth:`Registry.tell`; someone on another node gets it through Redis (returned as
+        a :class:`~.records.Remote`)."""
         if self.find(who) is None and self.link.up:
-            where = self.link.locate(who)
-            if where is not None and where[0] != self.node:
-                if self.ids.get(member.id) is member:
-                    self.link.publish(TELL, f"{where[0]}/{where[1]}",
-                                      native.format_tell(member.name, text))
-                return
-        super().tell(member, who, text)
+            target = self._locate(who)
+            if self.ids.get(member.id) is not member:
+                return None  # it left while Redis answered
+            if target is not None:
+                self.link.publish(records.tell(target.node, target.id, member, text, notice, tags))
+                if member.encoder.echo:
+                    data = member.encoder.tell(member, target, text, time.time(), notice, tags)
+                    if data is not None:
+                        self.send(member, data)
+                return target
+        return super().tell(member, who, text, notice, tags)
+
+    def _locate(self, who):
+        """The member of another node called ``who``, as a :class:`Remote`, or None."""
+        ids = [who]
+        guest = irc.nick_to_id(who)
+        if guest is not None:
+            ids.append(guest)
+        where = self.link.locate(who, ids)
+        if where is None or where[0] == self.node:
+            return None
+        node, member_id, ident = where
+        if ident:
+            name, _, prefix = ident.partition(" ")
+        else:  # written by a node that did not say who its members are
+            name, prefix = who, _guest_prefix(member_id, who)
+        return Remote(name, prefix, node=node, member_id=member_id)
+
+    def tagmsg(self, member, room, target, tags):
+        super().tagmsg(member, room, target, tags)
+        if room is not None:
+            self.link.publish(records.tagmsg(room.name, member, tags))
+
+    def set_topic(self, member, room, text):
+        super().set_topic(member, room, text)
+        self.link.publish(records.topic(room.name, member, text))
+
+    def set_away(self, member, text):
+        super().set_away(member, text)
+        shown = self._shown(member.joined())
+        if shown:
+            self.link.publish(records.away(member, text, shown))
+
+    def set_op(self, by, room, target, on):
+        super().set_op(by, room, target, on)
+        self.link.publish(records.mode(room.name, by, "+o" if on else "-o", target.ircnick, None))
+
+    def set_voice(self, by, room, target, on):
+        super().set_voice(by, room, target, on)
+        self.link.publish(records.mode(room.name, by, "+v" if on else "-v", target.ircnick, None))
+
+    def set_modes(self, by, room, change, modes):
+        super().set_modes(by, room, change, modes)
+        self.link.publish(records.mode(room.name, by, change, None, modes))
+
+    # -- lookups ---------------------------------------------------------------------------------
 
     def who(self, member):
         room_name = member.room.name
         remote = self.link.room_members(room_name)
-        if self.ids.get(member.id) is not member:
+        if self.ids.get(member.id) is not member or member.room is None:
             return
         room = self.rooms.get(room_name)
-        entries = [(self._stamps.get(m.id, 0.0), m.name) for m in room.members] if room else []
+        stamps = self._stamps
+        entries = ([(stamps.get((m.id, room_name), 0.0), m.name) for m in room.members]
+                   if room else [])
         entries.extend(remote)
         entries.sort(key=lambda entry: entry[0])
         self.send(member, native.format_who(room_name, [name for _, name in entries]))
@@ -161,70 +285,56 @@ class ClusterRegistry(Registry):
 
     def _enter(self, member, room_name):
         room = self.rooms.get(room_name)
-        self._stamps[member.id] = time.time()
-        self._store(member, member.name, room_name, (len(room.members) if room else 0) + 1)
+        self._stamps[(member.id, room_name)] = time.time()
+        self._store_room(member, room_name, (len(room.members) if room else 0) + 1)
         room = super()._enter(member, room_name)
-        self._publish_presence(member, native.format_join(room_name, member.name))
+        if len(room.members) <= self.presence_limit:
+            self.link.publish(records.join(room_name, member))
         return room
 
     def _leave(self, member, room):
         super()._leave(member, room)
-        self.link.command("EVAL", SCRIPT_MEMBER_DEL, 3, self.ids_key, self.rooms_key,
+        self._stamps.pop((member.id, room.name), None)
+        self.link.command("EVAL", SCRIPT_MEMBER_DEL, 2, self.rooms_key,
                           self.room_prefix + room.name, member.id, room.name, len(room.members))
 
-    def _store(self, member, name, room_name=None, size=None):
-        """Queue the write of ``member`` (as ``name``) into its room's hash on this node."""
-        if room_name is None:
-            room_name, size = member.room.name, len(member.room.members)
-        value = f"{self._stamps.get(member.id, 0.0)!r} {name}"
-        self.link.command("EVAL", SCRIPT_MEMBER_SET, 3, self.ids_key, self.rooms_key,
+    def _store_id(self, member):
+        """Queue the write of who ``member`` is (its name and IRC prefix) to this node's ids."""
+        self.link.command("EVAL", SCRIPT_ID_SET, 1, self.ids_key, member.id,
+                          f"{member.name} {member.prefix}", self.link.keys_ms)
+
+    def _store_room(self, member, room_name, size):
+        """Queue the write of ``member`` (under its name) into the hash of its room ``room_name``."""
+        value = f"{self._stamps.get((member.id, room_name), 0.0)!r} {member.name}"
+        self.link.command("EVAL", SCRIPT_MEMBER_SET, 2, self.rooms_key,
                           self.room_prefix + room_name, member.id, room_name, value, size,
                           self.link.keys_ms)
 
-    def _publish_presence(self, member, data):
-        """Other nodes hear a change of ``member`` if its room is small enough."""
-        if len(member.room.members) <= self.presence_limit:
-            self.link.publish(PRESENCE, member.room.name, data)
+    def _store(self, member):
+        """Queue the write of ``member``'s name everywhere it is kept (after a change of name)."""
+        self._store_id(member)
+        for room in member.joined():
+            self._store_room(member, room.name, len(room.members))
 
     # -- called by the link ----------------------------------------------------------------------
 
     def deliver(self, payload):
-        """Fan one PUBLISH payload of another node out to the local members it concerns."""
-        records = payload.split(b"\n")
-        for record in records[1:]:  # records[0] is the node; the last part is empty
-            if not record:
-                continue
-            kind = record[:1]
-            arg, _, line = record[1:].partition(b" ")
-            data = line + b"\n"
-            if kind == TELL:
-                node, _, member_id = arg.decode("utf-8", "replace").partition("/")
-                target = self.ids.get(member_id) if node == self.node else None
-                if target is not None:
-                    self.send(target, data)
-                continue
-            if kind == REAPED:
-                node, _, arg = arg.partition(b"/")
-                if node == self.link.head[:-1]:
-                    continue  # this node was only cut off: its members are here still
-            room = self.rooms.get(arg.decode("ascii", "replace"))
-            if room is None:
-                continue
-            if kind == MSG or len(room.members) <= self.presence_limit:
-                self._fanout(room.members, data)
+        """Apply one PUBLISH payload of another node to the local members it concerns."""
+        records.deliver(self, payload)
 
     def snapshot(self):
         """This node's members for a rewrite: ``(ids, rooms, room_hashes)``.
 
-        ``ids``: {id: room}; ``rooms``: {room: size}; ``room_hashes``: {room: {id: "stamp name"}}.
+        ``ids``: {id: "name prefix"}; ``rooms``: {room: size}; ``room_hashes``: {room: {id:
+        "stamp name"}}.
         """
-        ids, rooms, hashes = {}, {}, {}
+        ids = {m.id: f"{m.name} {m.prefix}" for m in self.ids.values()}
+        rooms, hashes = {}, {}
+        stamps = self._stamps
         for room in self.rooms.values():
             rooms[room.name] = len(room.members)
-            fields = hashes[room.name] = {}
-            for m in room.members:
-                ids[m.id] = room.name
-                fields[m.id] = f"{self._stamps.get(m.id, 0.0)!r} {m.name}"
+            hashes[room.name] = {m.id: f"{stamps.get((m.id, room.name), 0.0)!r} {m.name}"
+                                 for m in room.members}
         return ids, rooms, hashes
 
     def nick_claims(self):
@@ -232,7 +342,11 @@ class ClusterRegistry(Registry):
         return [(key, self._owners[m.id], m.id) for key, m in self.nicks.items()]
 
     def nick_lost(self, member_id, key, owner):
-        """Another node holds ``key`` now (taken while this one was cut off): drop it here."""
+        """Another node holds ``key`` now (taken while this one was cut off): drop it here.
+
+        A native member goes back to its id; an IRC member, which must have a nickname, takes the
+        guest nickname of its id (claimed with the next heartbeat, as any nickname).
+        """
         member = self.ids.get(member_id)
         if member is None or member.nick is None or member.nick.casefold() != key:
             return
@@ -240,39 +354,65 @@ class ClusterRegistry(Registry):
             return
         old, old_prefix = member.name, member.prefix
         del self.nicks[key]
-        member.nick = None
-        member.name = member.id
+        if member.multi:
+            guest = irc.id_to_nick(member.id)
+            self.nicks[guest.casefold()] = member
+            member.nick = member.name = guest
+        else:
+            member.nick = None
+            member.name = member.id
         member._prefix = None
-        member.room.who_line = None
-        self._store(member, member.id)
-        self._announce(member, member.joined(), "nick", old, old_prefix)
-        self._publish_presence(member, native.format_nick(old, member.id))
+        rooms = member.joined()
+        for room in rooms:
+            room.who_line = None
+        self._store(member)
+        self._announce(member, rooms, "nick", old, old_prefix)
+        self._publish_nick(member, old, old_prefix)
         self.send(member, format_notice(
             "nick-lost", f"nickname '{old}' was taken on another server while this one was cut off"))
         log.warning("Nickname %s of %s lost to another node", old, member_id)
 
-    def node_died(self, node, members):
-        """A node died: its ``members`` (``[(room, id, "stamp name")]``) leave, for everyone.
+    def node_died(self, node, idents, memberships):
+        """A node died: its members leave, for everyone.
 
-        ``node`` is another node reaped by this one, or an earlier process under this node's name
-        (a restarted worker) found by this one when it first connects.
+        ``idents``: {id: "name prefix"} of its members; ``memberships``: ``[(room, id, "stamp
+        name")]``, the rooms each was in. ``node`` is another node reaped by this one, or an
+        earlier process under this node's name (a restarted worker) found by this one when it
+        first connects. Its keys are gone from Redis already.
 
-        Its keys are gone from Redis already. Each room's members leave in the order they came;
-        like :meth:`remove`, the dead node's room counts for the presence limit as it empties.
+        Each member's leaving is one event, here and on every other node, naming the rooms it was
+        in (native members see a ``PART <room> <who> disconnected`` per room, IRC ones one
+        ``QUIT``), in the order they came. Like :meth:`remove`, the dead node's room counts for
+        the presence limit as it empties: a room is named only once fewer than the limit of the
+        dead node's members are left in it.
         """
-        rooms = {}
-        for room_name, member_id, value in sorted(members, key=lambda m: float(m[2].split(" ")[0])):
-            rooms.setdefault(room_name, []).append((member_id, value.partition(" ")[2]))
+        left = {}  # room -> the dead node's members still in it
+        for room_name, _, _ in memberships:
+            left[room_name] = left.get(room_name, 0) + 1
+        members = {}  # id -> [name, rooms to announce], in the order they came
+        for room_name, member_id, value in sorted(memberships, key=lambda m: _stamp(m[2])):
+            entry = members.get(member_id)
+            if entry is None:
+                entry = members[member_id] = [value.partition(" ")[2], []]
+            left[room_name] -= 1
+            if left[room_name] < self.presence_limit:
+                entry[1].append(room_name)
+        for member_id in idents:
+            if member_id not in members:  # in no room (IRC): nobody to tell, a nickname to free
+                members[member_id] = [None, []]
         owners = []  # (nickname key, start of its value if that member holds it)
-        for room_name, gone in rooms.items():
-            local = self.rooms.get(room_name)
-            for left, (member_id, name) in enumerate(gone, 1):
-                data = native.format_part(room_name, name, "disconnected")
-                if local is not None and len(local.members) <= self.presence_limit:
-                    self._fanout(local.members, data)
-                if len(gone) - left < self.presence_limit:
-                    self.link.publish(REAPED, f"{node}/{room_name}", data)
-                owners.append((nick_key(name.casefold()), f"{node} {member_id} "))
+        for member_id, (name, room_names) in members.items():
+            ident = idents.get(member_id)
+            if ident:
+                name, _, prefix = ident.partition(" ")
+            else:
+                prefix = _guest_prefix(member_id, name)
+            if room_names:
+                self._announce(Remote(name, prefix), [self.rooms[r] for r in room_names
+                                                      if r in self.rooms],
+                               "quit", "disconnected", self_too=False)
+                self.link.publish(records.reaped(node, name, prefix, "disconnected", room_names))
+            owners.append((nick_key(name.casefold()), f"{node} {member_id} "))
         for start in range(0, len(owners), NICKS_PER_SCRIPT):
             chunk = owners[start:start + NICKS_PER_SCRIPT]
             self.link.command("EVAL", SCRIPT_RELEASE_DEAD, len(chunk), *(k for k, _ in chunk),
@@ -284,7 +424,7 @@ class ClusterRegistry(Registry):
         for room in self.rooms.values():
             if len(room.members) <= self.presence_limit:
                 for m in room.members:
-                    self.link.publish(PRESENCE, room.name, native.format_join(room.name, m.name))
+                    self.link.publish(records.join(room.name, m))
         log.warning("Cluster: this node was taken for dead while cut off; its members joined again")
 
     def link_changed(self, up, first):
@@ -298,3 +438,18 @@ class ClusterRegistry(Registry):
             self.broadcast_all(format_notice(
                 "cluster-down", "connection between servers lost; only people on this server "
                 "hear you until it is back"))
+
+
+def _stamp(value):
+    try:
+        return float(value.partition(" ")[0])
+    except ValueError:
+        return 0.0
+
+
+def _guest_prefix(member_id, name):
+    """The IRC prefix of a member known only by its id and ``name`` (as a native member's is)."""
+    stand_in = Member(member_id)
+    if name and name != member_id:
+        stand_in.nick = name
+    return stand_in.prefix

@@ -43,7 +43,8 @@ return 0
 """
 
 #: Erase the member keys of the node whose keys start with ``prefix``; shared by the scripts
-#: below. Returns {room, id, "stamp name", ...} of the members it had.
+#: below. Returns {{id, "name prefix", ...}, {room, id, "stamp name", ...}}: who its members were
+#: (a member may be in no room, or in several) and which rooms each was in.
 _ERASE = """
 local function erase(prefix)
   local gone = {}
@@ -56,14 +57,16 @@ local function erase(prefix)
     end
     redis.call('DEL', prefix .. ':room:' .. room)
   end
+  local ids = redis.call('HGETALL', prefix .. ':ids')
   redis.call('DEL', prefix .. ':ids', prefix .. ':rooms')
-  return gone
+  return {ids, gone}
 end
 """
 
 #: KEYS: nodes. ARGV: this node, node key prefix, reaped key prefix, most nodes, ms remembered.
 #: Take nodes past their time out of ``nodes`` (atomically: each is reaped by one node only),
-#: erase their keys and remember them as reaped. Returns {node, room, id, "stamp name", ...} each.
+#: erase their keys and remember them as reaped. Returns {node, ids, memberships} for each, the
+#: last two as ``erase`` returns them.
 SCRIPT_REAP = _LIVE + _ERASE + """
 local _, now = live(KEYS[1])
 local out = {}
@@ -71,9 +74,8 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT',
   if node ~= ARGV[1] then
     redis.call('ZREM', KEYS[1], node)
     local gone = erase(ARGV[2] .. node)
-    table.insert(gone, 1, node)
     redis.call('SET', ARGV[3] .. node, '1', 'PX', ARGV[5])
-    out[#out + 1] = gone
+    out[#out + 1] = {node, gone[1], gone[2]}
   end
 end
 return out
@@ -130,30 +132,35 @@ end
 return lost
 """
 
-#: KEYS: ids, rooms, room. ARGV: id, room, "stamp name", local room size, ttl ms.
-SCRIPT_MEMBER_SET = """
+#: KEYS: ids. ARGV: id, "name prefix", ttl ms. Who a member is, from its arrival to its leaving
+#: (for TELL by id, and for reaping: what its leaving is announced as).
+SCRIPT_ID_SET = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
 
-#: KEYS: ids, rooms, room. ARGV: id, room, local room size left.
+#: KEYS: rooms, room. ARGV: id, room, "stamp name", local room size, ttl ms. A member is in a
+#: room (or changed its name there).
+SCRIPT_MEMBER_SET = """
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+"""
+
+#: KEYS: rooms, room. ARGV: id, room, local room size left. A member left a room.
 SCRIPT_MEMBER_DEL = """
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[1], ARGV[1])
-if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-else redis.call('HDEL', KEYS[2], ARGV[2]) end
+redis.call('HDEL', KEYS[2], ARGV[1])
+if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+else redis.call('HDEL', KEYS[1], ARGV[2]) end
 """
 
 #: KEYS: nodes, reaped mark. ARGV: node key prefix, this node. Erase this node's members.
-#: Returns {reaped, room, id, "stamp name", ...}: reaped is 1 if another node had reaped this one
-#: (told everyone its members left), else 0; then the members erased.
+#: Returns {reaped, ids, memberships}: reaped is 1 if another node had reaped this one (told
+#: everyone its members left), else 0; then the members erased, as ``erase`` returns them.
 SCRIPT_RESET = _ERASE + """
 local gone = erase(ARGV[1] .. ARGV[2])
 redis.call('ZREM', KEYS[1], ARGV[2])
-table.insert(gone, 1, redis.call('DEL', KEYS[2]))
-return gone
+return {redis.call('DEL', KEYS[2]), gone[1], gone[2]}
 """
 
 #: KEYS: nodes. ARGV: this node, node key prefix, room. "stamp name" of the room's members elsewhere.
@@ -187,15 +194,27 @@ for _, room in ipairs(order) do out[#out + 1] = room; out[#out + 1] = sums[room]
 return out
 """
 
-#: KEYS: nodes, the nickname. ARGV: this node, node key prefix, name. "node id ..." of whoever has
-#: that nickname, or else of another node's member with that id; false if nobody.
+#: KEYS: nodes, the nickname. ARGV: this node, node key prefix, then the ids the name may be (the
+#: name itself, the id an IRC guest nickname stands for). {node, id, "name prefix"} of whoever has
+#: that nickname, or else of another node's member with one of those ids; false if nobody.
 SCRIPT_LOCATE = _HOLDER + """
+local node, id
 local v = holder(KEYS[2], KEYS[1])
-if v then return v end
-for _, node in ipairs((live(KEYS[1]))) do
-  if node ~= ARGV[1] and redis.call('HEXISTS', ARGV[2] .. node .. ':ids', ARGV[3]) == 1 then
-    return node .. ' ' .. ARGV[3]
+if v then
+  node, id = string.match(v, '^(%S+) (%S+)')
+else
+  for _, n in ipairs((live(KEYS[1]))) do
+    if n ~= ARGV[1] then
+      for i = 3, #ARGV do
+        if redis.call('HEXISTS', ARGV[2] .. n .. ':ids', ARGV[i]) == 1 then
+          node, id = n, ARGV[i]
+          break
+        end
+      end
+      if node then break end
+    end
   end
 end
-return false
+if not node then return false end
+return {node, id, redis.call('HGET', ARGV[2] .. node .. ':ids', id)}
 """

@@ -593,12 +593,12 @@ class IrcClient(Client):
                 else:
                     registry.say(self, text, room, notice, tags)
             else:
-                other = registry.find(target)
-                if other is None:
+                try:  # the registry finds the nick (in a cluster, on any server)
+                    other = registry.tell(self, target, text, notice, tags)
+                except ProtocolError:
                     if not notice:
                         self.reply(server, "401", target, "No such nick/channel")
                     continue
-                registry.deliver_tell(self, other, text, notice, tags)
                 away = getattr(other, "away", None)
                 if away and not notice:
                     self.reply(server, "301", other.ircnick, away)
