@@ -37,29 +37,41 @@ def _die_with_parent():
 def run_workers(args, argv):
     """Run ``args.workers`` server processes on one port until SIGTERM/SIGINT; returns the exit code.
 
-    Each worker is this server (``argv`` plus ``--workers 1 --reuse-port --port P --node
-    <node>-<n>``), so each is a node of the cluster at ``--redis``. The supervisor holds the port
-    bound (never listening, so no connection comes to it) and restarts a worker that exits.
+    Each worker is this server (``argv`` plus ``--workers 1 --reuse-port --port P [--irc-port Q]
+    --node <node>-<n>``), so each is a node of the cluster at ``--redis``. The supervisor holds
+    the ports bound (never listening, so no connection comes to it; a port given as 0 is picked
+    here, once, for every worker) and restarts a worker that exits.
     """
-    try:
-        probe = reuse_port_socket((args.host, args.port))
-    except OSError as err:
-        log.error("cannot bind %s:%s: %s", args.host, args.port, err)
-        return 1
-    port = probe.getsockname()[1]
+    probes = []
+    ports = {}
+    for flag, wanted in (("--port", args.port), ("--irc-port", args.irc_port)):
+        if wanted is None:
+            continue
+        try:
+            probes.append(reuse_port_socket((args.host, wanted)))
+        except OSError as err:
+            log.error("cannot bind %s:%s: %s", args.host, wanted, err)
+            for probe in probes:
+                probe.close()
+            return 1
+        ports[flag] = probes[-1].getsockname()[1]
+    port = ports["--port"]
+    chosen = [arg for flag, p in ports.items() for arg in (flag, str(p))]
     base = args.node or default_node_name()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
 
     def start(n):
         cmd = [sys.executable, "-m", "chatroom.server", *argv, "--workers", "1", "--reuse-port",
-               "--port", str(port), "--node", f"{base}-{n}"]
+               *chosen, "--node", f"{base}-{n}"]
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
 
     signals = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: signals.append(signum))
-    log.info("Starting %d workers on port %d (supervisor pid %d)", args.workers, port, os.getpid())
+    irc = f", IRC port {ports['--irc-port']}" if "--irc-port" in ports else ""
+    log.info("Starting %d workers on port %d%s (supervisor pid %d)", args.workers, port, irc,
+             os.getpid())
     workers = {n: start(n) for n in range(1, args.workers + 1)}
     started = {n: time.monotonic() for n in workers}
     delays = dict.fromkeys(workers, WORKER_RESTART_DELAY)
@@ -90,5 +102,6 @@ def run_workers(args, argv):
         except subprocess.TimeoutExpired:
             proc.kill()
             codes.append(proc.wait())
-    probe.close()
+    for probe in probes:
+        probe.close()
     return 0 if all(code == 0 for code in codes) else 1
