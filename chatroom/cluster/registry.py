@@ -368,8 +368,8 @@ class ClusterRegistry(Registry):
         self._store(member)
         self._announce(member, rooms, "nick", old, old_prefix)
         self._publish_nick(member, old, old_prefix)
-        self.send(member, format_notice(
-            "nick-lost", f"nickname '{old}' was taken on another server while this one was cut off"))
+        self._notify((member,), "nick-lost",
+                     f"nickname '{old}' was taken on another server while this one was cut off")
         log.warning("Nickname %s of %s lost to another node", old, member_id)
 
     def node_died(self, node, idents, memberships):
@@ -432,12 +432,24 @@ class ClusterRegistry(Registry):
         if up:
             log.info("Cluster: connected to Redis as node %s", self.node)
             if not first:
-                self.broadcast_all(format_notice(
-                    "cluster-up", "connection between servers restored"))
+                self._notify(list(self.ids.values()), "cluster-up",
+                             "connection between servers restored")
         else:
-            self.broadcast_all(format_notice(
-                "cluster-down", "connection between servers lost; only people on this server "
-                "hear you until it is back"))
+            self._notify(list(self.ids.values()), "cluster-down",
+                         "connection between servers lost; only people on this server hear you "
+                         "until it is back")
+
+    def _notify(self, members, code, text):
+        """A cluster notice to ``members``, each in its protocol: native members share one
+        ``NOTICE <code> <text>`` line (docs/protocol.md); IRC ones get a server ``NOTICE``."""
+        natives = []
+        for m in members:
+            if m.encoder is native.ENCODER:
+                natives.append(m)
+            else:
+                self.send(m, irc.format_message("NOTICE", m.ircnick, f"*** {code}: {text}"))
+        if natives:
+            self._fanout(natives, format_notice(code, text))
 
 
 def _stamp(value):
