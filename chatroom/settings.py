@@ -7,6 +7,7 @@ read defaults with :func:`default` rather than keeping constants of their own.
 """
 
 import argparse
+import os
 import re
 from dataclasses import dataclass
 
@@ -66,6 +67,11 @@ class Setting:
     def dest(self):
         return self.name.replace("-", "_")
 
+    @property
+    def env(self):
+        """The environment variable that sets it when the flag is not given: ``CHATROOM_MAX_CLIENTS``."""
+        return "CHATROOM_" + self.name.upper().replace("-", "_")
+
 
 SETTINGS = (
     # -- where to listen ----------------------------------------------------------------------
@@ -124,15 +130,26 @@ def default(name):
     return BY_NAME[name].default
 
 
-def build_parser(prog="chat-server"):
-    """The server's argument parser, one option per :data:`SETTINGS` entry."""
-    parser = argparse.ArgumentParser(prog=prog, description="A gevent chat server.")
+def build_parser(prog="chat-server", environ=None):
+    """The server's argument parser, one option per :data:`SETTINGS` entry.
+
+    A flag not given on the command line takes its value from the environment variable
+    ``CHATROOM_<NAME>`` when that is set (``CHATROOM_SERVER_NAME=irc.example.org``), else its
+    embedded default. A bad value in the environment is refused like a bad flag.
+    """
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog=prog, description="A gevent chat server.",
+        epilog="Every flag can also be set in the environment: --max-clients as CHATROOM_MAX_CLIENTS.")
     for s in SETTINGS:
-        shown = "none" if s.default is None else "off" if s.default is False else "%(default)s"
-        help_text = f"{s.help} (default {shown})"
+        shown = "none" if s.default is None else "off" if s.default is False else str(s.default)
+        help_text = f"{s.help} (default {shown})".replace("%", "%%")
+        value = environ.get(s.env)
         if s.type is bool:
-            parser.add_argument(s.flag, action="store_true", help=help_text)
+            on = value is not None and value.strip().lower() in ("1", "true", "yes", "on")
+            parser.add_argument(s.flag, action="store_true", default=on, help=help_text)
         else:
-            parser.add_argument(s.flag, type=s.type, default=s.default, choices=s.choices,
-                                metavar=s.metavar, help=help_text)
+            # argparse runs a string default through ``type``, so the variable is checked too.
+            parser.add_argument(s.flag, type=s.type, default=s.default if value is None else value,
+                                choices=s.choices, metavar=s.metavar, help=help_text)
     return parser

@@ -324,14 +324,6 @@ def test_a_node_started_without_redis_works_alone_then_joins(start_server, redis
 # -- IRC clients in the cluster -----------------------------------------------------------------
 
 
-def _irc_codec_ready():
-    try:
-        from chatroom.codec import irc, irc_events
-    except ImportError:
-        return False
-    return hasattr(irc, "parse") and hasattr(irc_events, "encoder_for")
-
-
 def parse(line):
     """``(source, command, params)`` of an IRC line, however its last parameter is written."""
     source = None
@@ -346,7 +338,6 @@ def says(source, command, *params):
     return source, command, list(params)
 
 
-needs_irc = pytest.mark.skipif(not _irc_codec_ready(), reason="the IRC codec has not landed yet")
 ANN = "ann!~native@127.0.0.1"
 XENA = "xena!~xena@127.0.0.1"
 
@@ -424,7 +415,6 @@ def irc_users():
         user.close()
 
 
-@needs_irc
 def test_native_and_irc_clients_on_different_nodes_talk_both_ways(irc_node, clients, irc_users):
     n1, n2 = irc_node("n1"), irc_node("n2")
     ann = named(clients, n1, "ann")
@@ -456,7 +446,6 @@ def test_native_and_irc_clients_on_different_nodes_talk_both_ways(irc_node, clie
     assert b.expect("TELL ") == "TELL xavier to a guest"
 
 
-@needs_irc
 def test_an_irc_client_in_two_rooms_is_seen_in_both_on_another_node(irc_node, clients, irc_users):
     n1, n2 = irc_node("n1"), irc_node("n2")
     xena = irc_users(n1, "xena")
@@ -484,7 +473,6 @@ def test_an_irc_client_in_two_rooms_is_seen_in_both_on_another_node(irc_node, cl
     assert not [msg for msg in yuri.sync() if msg[1] == "QUIT"]  # once for both rooms
 
 
-@needs_irc
 def test_a_killed_nodes_irc_member_is_reaped_from_every_room(irc_node, clients, irc_users):
     n1, n2 = irc_node("n1"), irc_node("n2")
     lobby, dev = clients(n1), clients(n1)
@@ -507,7 +495,6 @@ def test_a_killed_nodes_irc_member_is_reaped_from_every_room(irc_node, clients, 
     again.join("#dev")
 
 
-@needs_irc
 def test_workers_share_the_irc_port_too(start_server, redis_server, clients, irc_users):
     server = start_server("--workers", "2", "--irc-port", "0", "--redis", redis_server.url,
                           "--node", "w", "--flood-rate", "0", "--cluster-ttl", TTL)

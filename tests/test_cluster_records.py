@@ -17,9 +17,11 @@ class IrcLikeEncoder:
 
     per_room = False
     echo = False
+    stamped = True
 
     def __init__(self):
         self.calls = 0
+        self.stamps = []  # the stamps of the messages encoded
 
     def _count(self, line):
         self.calls += 1
@@ -28,6 +30,7 @@ class IrcLikeEncoder:
     def msg(self, room, sender, text, stamp, notice, tags):
         verb = "NOTICE" if notice else "PRIVMSG"
         shown = "".join(f"@{k}={v} " for k, v in (tags or {}).items())
+        self.stamps.append(stamp)
         return self._count(f"{shown}:{sender.prefix} {verb} #{room.name} :{text}")
 
     def tell(self, sender, target, text, stamp, notice, tags):
@@ -86,6 +89,7 @@ def lines(member):
 
 
 NODE = "here"
+STAMP = (1700000000.25, "18bcfe568fa-there-7")
 ANN = Remote("ann", "ann!~native@10.0.0.1")
 IRCBOB = Remote("bob", "bob!~bob@10.0.0.2", plain=False)
 
@@ -130,18 +134,18 @@ def test_a_message_is_encoded_once_per_encoder_group_of_the_receiving_room(reg, 
     x, y = irc(reg, "10.1.0.1:3", "xena", enc, "lobby"), irc(reg, "10.1.0.1:4", "yuri", enc, "lobby")
     clear(a, b, x, y)
     enc.calls = 0
-    apply(reg, records.msg("lobby", ANN, "hi all", False, None))
+    apply(reg, records.msg("lobby", ANN, "hi all", False, None, STAMP))
     assert lines(a) == lines(b) == ["MSG lobby ann hi all"]
     assert lines(x) == lines(y) == [":ann!~native@10.0.0.1 PRIVMSG #lobby :hi all"]
     assert enc.calls == 1  # one IRC group, one encoding
-    assert a.outbox is not b.outbox
+    assert enc.stamps == [STAMP]  # the sender's time and msgid, the same on every node
 
 
 def test_notice_and_client_tags_cross_with_their_escapes(reg, enc):
     x = irc(reg, "10.1.0.1:3", "xena", enc, "dev")
     clear(x)
     tags = {"+draft/react": "a b;c\\d", "+flag": ""}
-    apply(reg, records.msg("dev", IRCBOB, "look", True, tags))
+    apply(reg, records.msg("dev", IRCBOB, "look", True, tags, STAMP))
     assert lines(x) == ["@+draft/react=a b;c\\d @+flag= :bob!~bob@10.0.0.2 NOTICE #dev :look"]
     assert records.decode_tags(records.encode_tags(tags)) == tags
 
@@ -149,15 +153,15 @@ def test_notice_and_client_tags_cross_with_their_escapes(reg, enc):
 def test_text_that_would_break_a_record_is_cleaned(reg):
     a = native(reg, "10.1.0.1:1")
     clear(a)
-    apply(reg, records.msg("lobby", ANN, "one\0two\nthree", False, None),
-          records.msg("lobby", ANN, "next", False, None))
+    apply(reg, records.msg("lobby", ANN, "one\0two\nthree", False, None, STAMP),
+          records.msg("lobby", ANN, "next", False, None, STAMP))
     assert lines(a) == ["MSG lobby ann onetwo three", "MSG lobby ann next"]
 
 
 def test_a_message_to_a_room_this_node_does_not_have_is_dropped(reg):
     a = native(reg, "10.1.0.1:1")
     clear(a)
-    apply(reg, records.msg("nowhere", ANN, "hello?", False, None))
+    apply(reg, records.msg("nowhere", ANN, "hello?", False, None, STAMP))
     assert lines(a) == []
 
 
@@ -207,10 +211,10 @@ def test_tell_reaches_only_the_member_named_on_the_node_named(reg, enc):
     a = native(reg, "10.1.0.1:1")
     x = irc(reg, "10.1.0.1:3", "xena", enc)
     clear(a, x)
-    apply(reg, records.tell(NODE, a.id, IRCBOB, "psst", False, None),
-          records.tell(NODE, x.id, ANN, "hey xena", False, None),
-          records.tell("other", a.id, ANN, "not for you", False, None),
-          records.tell(NODE, "10.9.9.9:9", ANN, "left already", False, None))
+    apply(reg, records.tell(NODE, a.id, IRCBOB, "psst", False, None, STAMP),
+          records.tell(NODE, x.id, ANN, "hey xena", False, None, STAMP),
+          records.tell("other", a.id, ANN, "not for you", False, None, STAMP),
+          records.tell(NODE, "10.9.9.9:9", ANN, "left already", False, None, STAMP))
     assert lines(a) == ["TELL bob psst"]
     assert lines(x) == [":ann!~native@10.0.0.1 PRIVMSG xena :hey xena"]
 
@@ -221,7 +225,7 @@ def test_presence_over_the_limit_is_not_announced_but_messages_are(enc):
     a, b = native(reg, "10.1.0.1:1"), native(reg, "10.1.0.1:2")
     clear(a, b)
     apply(reg, records.join("lobby", ANN), records.quit("ann", ANN.prefix, "x", ["lobby"]),
-          records.msg("lobby", ANN, "still heard", False, None))
+          records.msg("lobby", ANN, "still heard", False, None, STAMP))
     assert lines(a) == ["MSG lobby ann still heard"]
 
 
@@ -252,7 +256,9 @@ def test_remote_stands_in_with_what_encoders_read():
 def test_records_of_local_members_carry_their_native_name_and_irc_prefix(reg, enc):
     a = native(reg, "10.1.0.1:1")
     x = irc(reg, "10.1.0.1:3", "xena", enc, "lobby")
-    assert records.msg("lobby", a, "hi", False, None) == \
-        b"Mlobby\x0010.1.0.1:1\x0010-1-0-1-1!~native@10.1.0.1\x00p\x00\x00hi\n"
-    assert records.msg("lobby", x, "hi", True, {"+a": "1"}) == \
-        b"Mlobby\x00xena\x00xena!~irc@10.1.0.1\x00n\x00+a=1\x00hi\n"
+    assert records.msg("lobby", a, "hi", False, None, STAMP) == (
+        b"Mlobby\x0010.1.0.1:1\x0010-1-0-1-1!~native@10.1.0.1\x00p\x00"
+        b"18bcfe568fa\x0018bcfe568fa-there-7\x00\x00hi\n")
+    assert records.msg("lobby", x, "hi", True, {"+a": "1"}, STAMP) == (
+        b"Mlobby\x00xena\x00xena!~irc@10.1.0.1\x00n\x00"
+        b"18bcfe568fa\x0018bcfe568fa-there-7\x00+a=1\x00hi\n")

@@ -25,7 +25,7 @@ INTERNAL_WORDS = {"dropped"}
 
 def flag_defaults():
     """``{"--flag": default}`` for every option of the server's parser (``-h`` aside)."""
-    parser = settings.build_parser()
+    parser = settings.build_parser(environ={})
     return {
         action.option_strings[-1]: action.default
         for action in parser._actions

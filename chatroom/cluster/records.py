@@ -15,9 +15,10 @@ that text is ``plain`` (flag ``p``). The receiving side rebuilds it as a :class:
 =======  =================================================================  ========================
 kind     fields                                                             applied as
 =======  =================================================================  ========================
-``M``    room, name, prefix, flags (``p`` plain, ``n`` notice), tags, text  ``say``
-``G``    room, name, prefix, tags                                           ``tagmsg`` to a room
-``T``    node, id, name, prefix, flags, tags, text                          ``deliver_tell`` to id
+``M``    room, name, prefix, flags (``p`` plain, ``n`` notice), time,       ``say``
+         msgid, tags, text
+``G``    room, name, prefix, time, msgid, tags                              ``tagmsg`` to a room
+``T``    node, id, name, prefix, flags, time, msgid, tags, text             ``deliver_tell`` to id
 ``J``    room, name, prefix                                                 ``JOIN``
 ``P``    room, name, prefix, reason                                         ``PART``
 ``K``    room, by name, by prefix, name, prefix, reason                     ``KICK``
@@ -32,11 +33,16 @@ kind     fields                                                             appl
 =======  =================================================================  ========================
 
 Tags are IRCv3 client tags, ``key=value;...`` with IRCv3 escaping, empty when there are none.
+A message carries the stamp its sending node gave it (``Registry.stamp()``): its time, in
+milliseconds, hexadecimal, and its IRCv3 ``msgid``, so IRC clients on every node see the same
+time and id for it (and a reply or reaction naming that id means the same message everywhere).
 The rooms of ``Q``, ``R``, ``N`` and ``W`` are the ones the sending node found within
 ``--presence-limit``; the receiving node checks its own room sizes again, as for its own events.
 """
 
 import time
+
+from ..codec.irc import escape_tag_value, unescape_tag_value
 
 MSG = "M"
 TAGMSG = "G"
@@ -89,21 +95,11 @@ def _text(text):
     return text
 
 
-_ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n", "\0": ""}
-_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
-
-
 def encode_tags(tags):
     if not tags:
         return ""
-    out = []
-    for key, value in tags.items():
-        if value:
-            value = "".join(_ESCAPES.get(c, c) for c in value)
-            out.append(f"{key}={value}")
-        else:
-            out.append(key)
-    return ";".join(out)
+    return ";".join(f"{key}={escape_tag_value(value)}" if value else key
+                    for key, value in tags.items())
 
 
 def decode_tags(field):
@@ -112,17 +108,19 @@ def decode_tags(field):
     tags = {}
     for item in field.split(";"):
         key, _, value = item.partition("=")
-        if "\\" in value:
-            chars = []
-            it = iter(value)
-            for c in it:
-                if c == "\\":
-                    c = next(it, "")
-                    c = _UNESCAPES.get(c, c)
-                chars.append(c)
-            value = "".join(chars)
-        tags[key] = value
+        tags[key] = unescape_tag_value(value)
     return tags
+
+
+def _stamp(stamp):
+    return f"{int(stamp[0] * 1000):x}\0{stamp[1]}"
+
+
+def _unstamp(ms, msgid):
+    try:
+        return int(ms, 16) / 1000, msgid
+    except ValueError:
+        return time.time(), msgid
 
 
 # -- building records (the sending node) -----------------------------------------------------------
@@ -131,18 +129,19 @@ def _flags(member, notice=False):
     return ("p" if member.plain else "") + ("n" if notice else "")
 
 
-def msg(room, member, text, notice, tags):
+def msg(room, member, text, notice, tags, stamp):
     return (f"M{room}\0{member.name}\0{member.prefix}\0{_flags(member, notice)}\0"
-            f"{encode_tags(tags)}\0{_text(text)}\n").encode()
+            f"{_stamp(stamp)}\0{encode_tags(tags)}\0{_text(text)}\n").encode()
 
 
-def tagmsg(room, member, tags):
-    return f"G{room}\0{member.name}\0{member.prefix}\0{encode_tags(tags)}\n".encode()
+def tagmsg(room, member, tags, stamp):
+    return (f"G{room}\0{member.name}\0{member.prefix}\0{_stamp(stamp)}\0"
+            f"{encode_tags(tags)}\n").encode()
 
 
-def tell(node, member_id, member, text, notice, tags):
+def tell(node, member_id, member, text, notice, tags, stamp):
     return (f"T{node}\0{member_id}\0{member.name}\0{member.prefix}\0{_flags(member, notice)}\0"
-            f"{encode_tags(tags)}\0{_text(text)}\n").encode()
+            f"{_stamp(stamp)}\0{encode_tags(tags)}\0{_text(text)}\n").encode()
 
 
 def join(room, member):
@@ -185,51 +184,51 @@ def mode(room, member, change, arg, modes):
 
 # -- applying records (every other node) -----------------------------------------------------------
 
-def deliver(registry, payload, stamp=None):
+def deliver(registry, payload):
     """Apply every record of one PUBLISH ``payload`` of another node to ``registry``.
 
     ``registry`` is a :class:`~chatroom.core.registry.Registry` with a ``node`` attribute (its
-    name, to find a ``TELL`` addressed to it and skip a ``R`` that names it). Every record of the
-    payload gets the same time ``stamp`` (IRC's server-time): when it arrived.
+    name, to find a ``TELL`` addressed to it and skip a ``R`` that names it).
     """
-    if stamp is None:
-        stamp = time.time()
+    now = time.time()  # when it arrived: the time of a topic set elsewhere
     records = payload.decode("utf-8", "replace").split("\n")
     for record in records[1:]:  # records[0] is the node; the last part is empty
         if record:
             handler = _HANDLERS.get(record[0])
             if handler is not None:
-                handler(registry, record[1:].split("\0"), stamp)
+                handler(registry, record[1:].split("\0"), now)
 
 
-def _msg(r, f, stamp):
+def _msg(r, f, now):
     room = r.rooms.get(f[0])
     if room is None:
         return
     flags = f[3]
     sender = Remote(f[1], f[2], "p" in flags)
     notice = "n" in flags
-    tags = decode_tags(f[4])
-    text = f[5]
-    for encoder, members in tuple(room.groups.items()):
+    stamp = _unstamp(f[4], f[5]) if room.stamped else None
+    tags = decode_tags(f[6])
+    text = f[7]
+    for encoder, members in room.fan:
         data = encoder.msg(room, sender, text, stamp, notice, tags)
         if data is not None:
             r._fanout(members, data)
 
 
-def _tagmsg(r, f, stamp):
+def _tagmsg(r, f, now):
     room = r.rooms.get(f[0])
     if room is None:
         return
     sender = Remote(f[1], f[2])
-    tags = decode_tags(f[3])
-    for encoder, members in tuple(room.groups.items()):
+    stamp = _unstamp(f[3], f[4])
+    tags = decode_tags(f[5])
+    for encoder, members in room.fan:
         data = encoder.tagmsg(room, sender, None, stamp, tags)
         if data is not None:
             r._fanout(members, data)
 
 
-def _tell(r, f, stamp):
+def _tell(r, f, now):
     if f[0] != r.node:
         return
     target = r.ids.get(f[1])
@@ -237,8 +236,8 @@ def _tell(r, f, stamp):
         return
     flags = f[4]
     sender = Remote(f[2], f[3], "p" in flags)
-    tags = decode_tags(f[5])
-    data = target.encoder.tell(sender, target, f[6], stamp, "n" in flags, tags)
+    stamp = _unstamp(f[5], f[6])
+    data = target.encoder.tell(sender, target, f[8], stamp, "n" in flags, decode_tags(f[7]))
     if data is not None:
         r.send(target, data)
 
@@ -251,19 +250,19 @@ def _presence(r, name):
     return None
 
 
-def _join(r, f, stamp):
+def _join(r, f, now):
     room = _presence(r, f[0])
     if room is not None:
         r._event(room, "join", Remote(f[1], f[2]))
 
 
-def _part(r, f, stamp):
+def _part(r, f, now):
     room = _presence(r, f[0])
     if room is not None:
         r._event(room, "part", Remote(f[1], f[2]), f[3])
 
 
-def _kick(r, f, stamp):
+def _kick(r, f, now):
     room = r.rooms.get(f[0])
     if room is not None:
         r._event(room, "kick", Remote(f[1], f[2]), Remote(f[3], f[4]), f[5])
@@ -274,34 +273,34 @@ def _rooms(r, names):
     return [rooms[name] for name in names if name in rooms]
 
 
-def _quit(r, f, stamp):
+def _quit(r, f, now):
     r._announce(Remote(f[0], f[1]), _rooms(r, f[3:]), "quit", f[2], self_too=False)
 
 
-def _reaped(r, f, stamp):
+def _reaped(r, f, now):
     if f[0] != r.node:  # else this node was only cut off: its members are here still
-        _quit(r, f[1:], stamp)
+        _quit(r, f[1:], now)
 
 
-def _nick(r, f, stamp):
+def _nick(r, f, now):
     r._announce(Remote(f[2], f[3]), _rooms(r, f[4:]), "nick", f[0], f[1], self_too=False)
 
 
-def _topic(r, f, stamp):
+def _topic(r, f, now):
     room = r.rooms.get(f[0])
     if room is None:
         return
     by = Remote(f[1], f[2])
     text = f[3]
-    room.topic = (text, by.ircnick, int(stamp)) if text else None
+    room.topic = (text, by.ircnick, int(now)) if text else None
     r._event(room, "topic", by, text)
 
 
-def _away(r, f, stamp):
+def _away(r, f, now):
     r._announce(Remote(f[0], f[1]), _rooms(r, f[3:]), "away", f[2] or None, self_too=False)
 
 
-def _mode(r, f, stamp):
+def _mode(r, f, now):
     room = r.rooms.get(f[0])
     if room is None:
         return

@@ -56,7 +56,9 @@ class ClusterRegistry(Registry):
         self.ttl = ttl
         self._stamps = {}  # (member id, room) -> time.time() it entered: orders WHO across nodes
         self._owners = {}  # member id -> "<node> <id> <serial>", its value in nickname keys
-        self._serials = itertools.count(1)
+        self._owner_serials = itertools.count(1)
+        # Message ids (IRCv3 msgid) unique across the cluster, not only in this process.
+        self.id_base = self.node + "-"
         prefix = NODE_KEY_PREFIX + self.node
         self.ids_key = prefix + ":ids"
         self.rooms_key = prefix + ":rooms"
@@ -79,7 +81,7 @@ class ClusterRegistry(Registry):
     # -- membership ------------------------------------------------------------------------------
 
     def add(self, member, greeting=None, room=LOBBY, nick=None):
-        owner = self._owners[member.id] = f"{self.node} {member.id} {next(self._serials)}"
+        owner = self._owners[member.id] = f"{self.node} {member.id} {next(self._owner_serials)}"
         try:
             if nick is not None:
                 self._claim(member, nick, owner)
@@ -195,10 +197,17 @@ class ClusterRegistry(Registry):
     # -- talking ---------------------------------------------------------------------------------
 
     def say(self, member, text, room=None, notice=False, tags=None):
+        """As :meth:`Registry.say`, always stamped: another node's readers may show its time and
+        id even where no reader here does, and every node must show the same."""
         if room is None:
             room = member.room
-        super().say(member, text, room, notice, tags)
-        self.link.publish(records.msg(room.name, member, text, notice, tags))
+        skip = None if member.encoder.echo else member
+        stamp = self.stamp()
+        for encoder, members in room.fan:
+            data = encoder.msg(room, member, text, stamp, notice, tags)
+            if data is not None:
+                self._fanout(members, data, skip)
+        self.link.publish(records.msg(room.name, member, text, notice, tags, stamp))
 
     def tell(self, member, who, text, notice=False, tags=None):
         """As :meth:`Registry.tell`; someone on another node gets it through Redis (returned as
@@ -208,9 +217,11 @@ class ClusterRegistry(Registry):
             if self.ids.get(member.id) is not member:
                 return None  # it left while Redis answered
             if target is not None:
-                self.link.publish(records.tell(target.node, target.id, member, text, notice, tags))
+                stamp = self.stamp()
+                self.link.publish(records.tell(target.node, target.id, member, text, notice, tags,
+                                               stamp))
                 if member.encoder.echo:
-                    data = member.encoder.tell(member, target, text, time.time(), notice, tags)
+                    data = member.encoder.tell(member, target, text, stamp, notice, tags)
                     if data is not None:
                         self.send(member, data)
                 return target
@@ -233,9 +244,16 @@ class ClusterRegistry(Registry):
         return Remote(name, prefix, node=node, member_id=member_id)
 
     def tagmsg(self, member, room, target, tags):
-        super().tagmsg(member, room, target, tags)
-        if room is not None:
-            self.link.publish(records.tagmsg(room.name, member, tags))
+        if room is None:
+            return super().tagmsg(member, room, target, tags)
+        stamp = self.stamp()
+        skip = None if member.encoder.echo else member
+        for encoder, members in room.fan:
+            data = encoder.tagmsg(room, member, None, stamp, tags)
+            if data is not None:
+                self._fanout(members, data, skip)
+        self.link.publish(records.tagmsg(room.name, member, tags, stamp))
+        return None
 
     def set_topic(self, member, room, text):
         super().set_topic(member, room, text)
@@ -354,8 +372,8 @@ class ClusterRegistry(Registry):
             return
         old, old_prefix = member.name, member.prefix
         del self.nicks[key]
-        if member.multi:
-            guest = irc.id_to_nick(member.id)
+        guest = irc.id_to_nick(member.id) if member.multi else None
+        if guest is not None:
             self.nicks[guest.casefold()] = member
             member.nick = member.name = guest
         else:

@@ -9,6 +9,8 @@ returns the whole line as bytes, or None where that client is not to hear of the
 
 from .irc import format_message, format_time, room_to_channel
 
+# Methods that carry a message get ``stamp``: ``(time, msgid)``, from ``Registry.stamp()``.
+
 #: The capabilities that change the bytes of an event; the others (multi-prefix,
 #: userhost-in-names, cap-notify) change replies only.
 EVENT_CAPS = frozenset({"server-time", "message-tags", "echo-message", "away-notify"})
@@ -23,6 +25,7 @@ class Encoder:
         self.server_time = "server-time" in caps
         self.message_tags = "message-tags" in caps
         self.away_notify = "away-notify" in caps
+        self.stamped = self.server_time or self.message_tags
 
     def __repr__(self):
         return f"<irc.Encoder {' '.join(sorted(self.caps)) or '-'}>"
@@ -31,11 +34,13 @@ class Encoder:
         if not (self.server_time or self.message_tags):
             return None
         out = {}
-        if self.server_time and stamp is not None:
-            out["time"] = format_time(stamp)
-        if self.message_tags and tags:
-            out.update(tags)
-        return out or None
+        if self.server_time:
+            out["time"] = format_time(stamp[0])
+        if self.message_tags:
+            out["msgid"] = stamp[1]
+            if tags:
+                out.update(tags)
+        return out
 
     def msg(self, room, sender, text, stamp, notice, tags):
         return format_message("NOTICE" if notice else "PRIVMSG", room_to_channel(room.name), text,

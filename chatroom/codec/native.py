@@ -202,6 +202,7 @@ class Encoder:
 
     per_room = True
     echo = False
+    stamped = False  # protocol v1 shows no message times or ids
 
     def msg(self, room, sender, text, stamp, notice, tags):
         if not sender.plain:

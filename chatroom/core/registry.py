@@ -19,6 +19,7 @@ theirs (a new nickname, leaving the server) reaches each other member once, howe
 they share.
 """
 
+import itertools
 import time
 
 from ..codec import irc, native
@@ -70,7 +71,7 @@ class Member:
     def prefix(self):
         """``nick!user@host`` as IRC clients see this member (a native id mapped to a nickname)."""
         if self._prefix is None:
-            nick = self.nick if self.nick is not None else irc.id_to_nick(self.id)
+            nick = self.nick if self.nick is not None else (irc.id_to_nick(self.id) or "guest")
             self._prefix = f"{nick}!{self.user}@{self.host}"
         return self._prefix
 
@@ -80,13 +81,17 @@ class Member:
 
 
 class Room:
-    __slots__ = ("name", "members", "groups", "who_line", "ops", "voices", "topic", "modes",
-                 "created")
+    __slots__ = ("name", "members", "groups", "fan", "stamped", "who_line", "ops", "voices",
+                 "topic", "modes", "created")
 
     def __init__(self, name):
         self.name = name
         self.members = {}  # Member -> None: insertion-ordered, O(1) removal, fast iteration
         self.groups = {}  # encoder -> {Member: None}: the members each encoded event goes to
+        #: ``groups.items()`` as a tuple, rebuilt when a group comes or goes: fan-out iterates
+        #: it while evictions may change ``groups``.
+        self.fan = ()
+        self.stamped = False  #: some encoder here shows a message's time or id
         #: The encoded WHO reply, built once and shared until someone enters, leaves or changes
         #: name: a WHO of a 10,000-member room is 10,000 names, not to be rebuilt per asker.
         self.who_line = None
@@ -98,6 +103,25 @@ class Room:
 
     def __len__(self):
         return len(self.members)
+
+    def group(self, member):
+        """Put ``member`` in the group of its encoder."""
+        group = self.groups.get(member.encoder)
+        if group is None:
+            group = self.groups[member.encoder] = {}
+            self._regroup()
+        group[member] = None
+
+    def ungroup(self, member, encoder):
+        group = self.groups[encoder]
+        del group[member]
+        if not group:
+            del self.groups[encoder]
+            self._regroup()
+
+    def _regroup(self):
+        self.fan = tuple(self.groups.items())
+        self.stamped = any(encoder.stamped for encoder in self.groups)
 
 
 class Registry:
@@ -121,6 +145,8 @@ class Registry:
         self.nicks = {}  # casefolded nickname -> Member
         self.ids = {}  # id -> Member
         self.folded = {}  # casefolded room name -> the name of a room that folds to it
+        self.id_base = ""  #: what makes message ids unique beyond this process (a cluster node's name)
+        self._serials = itertools.count(1)
         #: The encoded ROOMS reply, shared until any room's membership changes (as for WHO).
         self.rooms_line = None
         self.ready = []  #: members whose outbox became non-empty since the owner last took this
@@ -264,8 +290,8 @@ class Registry:
         if room is None:
             room = member.room
         skip = None if member.encoder.echo else member
-        stamp = time.time()
-        for encoder, members in tuple(room.groups.items()):
+        stamp = self.stamp() if room.stamped else None
+        for encoder, members in room.fan:
             data = encoder.msg(room, member, text, stamp, notice, tags)
             if data is not None:
                 self._fanout(members, data, skip)
@@ -279,12 +305,25 @@ class Registry:
         return target
 
     def deliver_tell(self, member, target, text, notice=False, tags=None):
-        stamp = time.time()
+        stamp = self.stamp()
         data = target.encoder.tell(member, target, text, stamp, notice, tags)
         if data is not None:
             self.send(target, data)
         if member.encoder.echo and member is not target:
             self.send(member, member.encoder.tell(member, target, text, stamp, notice, tags))
+
+    def stamp(self):
+        """``(time, msgid)`` of a message entering now: its server time and its unique id."""
+        now = time.time()
+        return now, f"{int(now * 1000):x}-{self.id_base}{next(self._serials):x}"
+
+    def set_encoder(self, member, encoder):
+        """``member`` negotiated something that changes its bytes: move it to its new groups."""
+        old, member.encoder = member.encoder, encoder
+        if old is not encoder:
+            for room in member.joined():
+                room.ungroup(member, old)
+                room.group(member)
 
     def set_topic(self, member, room, text):
         room.topic = (text, member.ircnick, int(time.time())) if text else None
@@ -304,10 +343,10 @@ class Registry:
 
     def tagmsg(self, member, room, target, tags):
         """Tags without text (IRCv3 TAGMSG) to ``room`` or to ``target``."""
-        stamp = time.time()
+        stamp = self.stamp()
         if room is not None:
             skip = None if member.encoder.echo else member
-            for encoder, members in tuple(room.groups.items()):
+            for encoder, members in room.fan:
                 data = encoder.tagmsg(room, member, None, stamp, tags)
                 if data is not None:
                     self._fanout(members, data, skip)
@@ -353,10 +392,7 @@ class Registry:
             self.folded.setdefault(room_name.casefold(), room_name)
             room.ops[member] = None  # the first member of a new room is its operator
         room.members[member] = None
-        group = room.groups.get(member.encoder)
-        if group is None:
-            group = room.groups[member.encoder] = {}
-        group[member] = None
+        room.group(member)
         room.who_line = self.rooms_line = None
         if member.multi:
             member.channels[room] = None
@@ -370,10 +406,7 @@ class Registry:
 
     def _leave(self, member, room):
         del room.members[member]
-        group = room.groups[member.encoder]
-        del group[member]
-        if not group:
-            del room.groups[member.encoder]
+        room.ungroup(member, member.encoder)
         room.ops.pop(member, None)
         room.voices.pop(member, None)
         room.who_line = self.rooms_line = None
@@ -393,7 +426,7 @@ class Registry:
 
     def _event(self, room, kind, *args):
         """Everyone in ``room`` hears event ``kind``: encoded once per encoder present."""
-        for encoder, members in tuple(room.groups.items()):
+        for encoder, members in room.fan:
             data = getattr(encoder, kind)(room, *args)
             if data is not None:
                 self._fanout(members, data)
@@ -410,7 +443,7 @@ class Registry:
         for room in rooms:
             if len(room.members) > limit:
                 continue
-            for encoder, members in tuple(room.groups.items()):
+            for encoder, members in room.fan:
                 if encoder.per_room:
                     data = getattr(encoder, kind)(room, member, *args)
                     if data is not None:

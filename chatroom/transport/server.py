@@ -112,6 +112,7 @@ class ChatServer:
         self.per_ip = {}  # ip -> open connections
         self.stopping = False
         self.started = None  #: time.time() at start, for IRC's 003
+        self.peak_users = 0  #: most members seen at once (IRC's LUSERS)
         self._flush_scheduled = False
         self._sweeper = None
         self.recv_size = max(4096, min(RECV_SIZE, self.registry.outbox_limit // 8))

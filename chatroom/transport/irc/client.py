@@ -1,0 +1,312 @@
+"""An IRC connection: registration, capabilities, and the dispatch of its lines to the commands.
+
+An :class:`IrcClient` is a registry member like a native one, with the differences IRC needs: it
+may be in several rooms at once (channel ``#dev`` is room ``dev``), it always has a nickname, and
+its :attr:`encoder` follows the capabilities it negotiated. Replies to the client itself
+(numerics) are built here; events that others hear go through the registry, encoded once per
+group (``codec.irc_events``). See docs/irc.md for what is supported.
+"""
+
+import time
+
+from ...codec import irc
+from ...codec.irc_events import encoder_for
+from ...codec.native import ProtocolError
+from ...codec.text import NAME_RE, check_printable
+from ..connection import Client
+from .channels import ChannelCommands
+from .isupport import (CAPS, CLIENT_TAGS_LIMIT, PRE_REGISTRATION, TOPICLEN, USERLEN, VERSION,
+                       isupport_tokens)
+from .messages import MessageCommands
+from .queries import QueryCommands
+
+
+class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
+    """One IRC connection. Until registration completes it is not in the registry."""
+
+    __slots__ = ("encoder", "channels", "user", "realname", "caps", "registered", "negotiating",
+                 "pending_nick", "away", "modes", "signon")
+
+    multi = True
+    plain = False  # its text may carry IRC formatting, stripped for terminal users
+    protocol_name = "IRC"
+
+    def __init__(self, member_id, sock, addr, watcher, server):
+        super().__init__(member_id, sock, addr, watcher, server)
+        self.encoder = encoder_for(())
+        self.channels = {}  # Room -> None
+        self.user = None
+        self.realname = ""
+        self.caps = set()
+        self.registered = False
+        self.negotiating = False
+        self.pending_nick = None
+        self.away = None
+        self.modes = ""
+        self.signon = int(time.time())
+
+    def joined(self):
+        return self.channels
+
+    # -- the transport's words, in IRC ---------------------------------------------------------
+
+    @classmethod
+    def refusal(cls, server, reason):
+        return irc.format_message("ERROR", f"Closing link: {reason}")
+
+    def make_framer(self, server):
+        return irc.IrcFramer(max_tags=CLIENT_TAGS_LIMIT)
+
+    def start(self, server):
+        pass  # IRC clients speak first
+
+    def line_too_long(self, server, size):
+        return self.numeric(server, "417", "Input line was too long")
+
+    def no_line_end(self, server):
+        return irc.format_message("ERROR", "Closing link: no line end")
+
+    def rate_limited(self, server, rate):
+        return irc.format_message("NOTICE", self.nick or "*",
+                                  f"*** Flood: over {rate:g} lines/s; line dropped",
+                                  source=server.server_name)
+
+    def ping(self, server, token):
+        return irc.format_message("PING", token)
+
+    def bye(self, server, reason):
+        if reason.startswith("quit"):
+            text = "Quit: " + reason[6:] if reason.startswith("quit: ") else "Quit"
+        else:
+            text = reason
+        return irc.format_message("ERROR", f"Closing link: {self.host} ({text})")
+
+    # -- replies -------------------------------------------------------------------------------
+
+    @property
+    def ircnick(self):
+        return self.nick or self.pending_nick or "*"
+
+    def numeric(self, server, code, *params):
+        return irc.format_message(code, self.ircnick, *params, source=server.server_name)
+
+    def reply(self, server, code, *params):
+        server.registry.send(self, self.numeric(server, code, *params))
+
+    # -- lines -----------------------------------------------------------------------------------
+
+    def run_line(self, server, line):
+        try:
+            msg = irc.parse(line)
+        except irc.IrcError as err:
+            server.registry.send(self, irc.format_message(
+                "FAIL", "*", err.code, err.text, source=server.server_name))
+            return None
+        command = msg.command
+        if not self.registered and command not in PRE_REGISTRATION:
+            if command.isdigit():
+                return None
+            self.reply(server, "451", "You have not registered")
+            return None
+        handler = COMMANDS.get(command)
+        if handler is None:
+            self.reply(server, "421", command, "Unknown command")
+            return None
+        try:
+            return handler(self, server, msg)
+        except ProtocolError as err:
+            self._protocol_error(server, command, msg, err)
+        except irc.IrcError as err:
+            server.registry.send(self, irc.format_message(
+                "FAIL", command, err.code, err.text, source=server.server_name))
+        return None
+
+    def _protocol_error(self, server, command, msg, err):
+        """A refusal from the registry, as the numeric an IRC client expects."""
+        arg = msg.params[0] if msg.params else "*"
+        if err.code == "nick-taken":
+            self.reply(server, "433", arg, "Nickname is already in use")
+        elif err.code == "nick-invalid":
+            self.reply(server, "432", arg, "Erroneous nickname")
+        elif err.code == "no-such-nick":
+            self.reply(server, "401", arg, "No such nick/channel")
+        elif err.code == "room-invalid":
+            self.reply(server, "479", arg, "Illegal channel name")
+        else:
+            self.reply(server, "400", command, err.text)
+
+    # -- registration ----------------------------------------------------------------------------
+
+    def cmd_cap(self, server, msg):
+        if not msg.params:
+            self.reply(server, "461", "CAP", "Not enough parameters")
+            return None
+        sub = msg.params[0].upper()
+        send = server.registry.send
+        if sub == "LS":
+            if not self.registered:
+                self.negotiating = True
+            if len(msg.params) > 1 and msg.params[1].isdigit() and int(msg.params[1]) >= 302:
+                self.caps.add("cap-notify")
+            send(self, self._cap(server, "LS", " ".join(CAPS)))
+        elif sub == "LIST":
+            send(self, self._cap(server, "LIST", " ".join(sorted(self.caps))))
+        elif sub == "REQ":
+            if not self.registered:
+                self.negotiating = True
+            wanted = msg.params[1].split() if len(msg.params) > 1 else []
+            names = [w[1:] if w.startswith("-") else w for w in wanted]
+            if not wanted or any(n not in CAPS for n in names):
+                send(self, self._cap(server, "NAK", " ".join(wanted)))
+                return None
+            caps = set(self.caps)
+            for w in wanted:
+                if w.startswith("-"):
+                    caps.discard(w[1:])
+                else:
+                    caps.add(w)
+            self._set_caps(server, caps)
+            send(self, self._cap(server, "ACK", " ".join(wanted)))
+        elif sub == "END":
+            if not self.registered:
+                self.negotiating = False
+                self._try_register(server)
+        else:
+            self.reply(server, "410", sub, "Invalid CAP command")
+        return None
+
+    def _cap(self, server, sub, text):
+        return irc.format_message("CAP", self.ircnick, sub, text, source=server.server_name)
+
+    def _set_caps(self, server, caps):
+        self.caps = caps
+        server.registry.set_encoder(self, encoder_for(caps))
+
+    def cmd_pass(self, server, msg):
+        if self.registered:
+            self.reply(server, "462", "You may not reregister")
+        elif not msg.params:
+            self.reply(server, "461", "PASS", "Not enough parameters")
+        return None
+
+    def cmd_nick(self, server, msg):
+        if not msg.params or not msg.params[0]:
+            self.reply(server, "431", "No nickname given")
+            return None
+        nick = msg.params[0]
+        registry = server.registry
+        if not self.registered:
+            if not NAME_RE.match(nick) or irc.GUEST_NICK_RE.match(nick):
+                self.reply(server, "432", nick, "Erroneous nickname")
+                return None
+            holder = registry.find_nick(nick)
+            if holder is not None:
+                self.reply(server, "433", nick, "Nickname is already in use")
+                return None
+            self.pending_nick = nick
+            self._try_register(server)
+            return None
+        if nick == self.nick:
+            return None
+        if not NAME_RE.match(nick):
+            self.reply(server, "432", nick, "Erroneous nickname")
+            return None
+        registry.set_nick(self, nick)
+        return None
+
+    def cmd_user(self, server, msg):
+        if self.registered:
+            self.reply(server, "462", "You may not reregister")
+            return None
+        if len(msg.params) < 4 or not msg.params[0]:
+            self.reply(server, "461", "USER", "Not enough parameters")
+            return None
+        user = "".join(c for c in msg.params[0] if c.isalnum() or c in "-_.")[:USERLEN - 1]
+        self.user = "~" + (user or "user")
+        if not msg.params[3]:
+            self.reply(server, "461", "USER", "Not enough parameters")
+            return None
+        self.realname = irc.check_text(msg.params[3])[:TOPICLEN]
+        self._try_register(server)
+        return None
+
+    def _try_register(self, server):
+        if self.registered or self.negotiating or self.pending_nick is None or self.user is None:
+            return
+        registry = server.registry
+        try:
+            registry.add(self, room=None, nick=self.pending_nick)
+        except ProtocolError:
+            self.reply(server, "433", self.pending_nick, "Nickname is already in use")
+            self.pending_nick = None
+            return
+        self.pending_nick = None
+        self.registered = True
+        self._prefix = None
+        name = server.server_name
+        created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(server.started or time.time()))
+        self.reply(server, "001", f"Welcome to the chatroom IRC network, {self.prefix}")
+        self.reply(server, "002", f"Your host is {name}, running version {VERSION}")
+        self.reply(server, "003", f"This server was created {created}")
+        self.reply(server, "004", name, VERSION, "i", "mnost", "ov")
+        tokens = isupport_tokens(server)
+        for start in range(0, len(tokens), 12):
+            self.reply(server, "005", *tokens[start:start + 12], "are supported by this server")
+        self._lusers(server)
+        self._motd(server)
+
+    # -- information -----------------------------------------------------------------------------
+
+    def _lusers(self, server):
+        registry = server.registry
+        users = len(registry.ids)
+        invisible = sum(1 for m in registry.ids.values() if "i" in getattr(m, "modes", ""))
+        unknown = len(server.clients) - sum(1 for c in server.clients if c.id in registry.ids)
+        server.peak_users = peak = max(server.peak_users, users)
+        self.reply(server, "251", f"There are {users - invisible} users and {invisible} "
+                   "invisible on 1 servers")
+        self.reply(server, "252", "0", "operator(s) online")
+        if unknown > 0:
+            self.reply(server, "253", str(unknown), "unknown connection(s)")
+        self.reply(server, "254", str(len(registry.rooms)), "channels formed")
+        self.reply(server, "255", f"I have {users} clients and 0 servers")
+        self.reply(server, "265", str(users), str(peak), f"Current local users {users}, max {peak}")
+        self.reply(server, "266", str(users), str(peak), f"Current global users {users}, max {peak}")
+
+    def _motd(self, server):
+        if not server.motd:
+            self.reply(server, "422", "MOTD File is missing")
+            return
+        self.reply(server, "375", f"- {server.server_name} Message of the day - ")
+        for line in server.motd:
+            self.reply(server, "372", "- " + check_printable(line))
+        self.reply(server, "376", "End of /MOTD command.")
+
+    def cmd_lusers(self, server, msg):
+        self._lusers(server)
+
+    def cmd_motd(self, server, msg):
+        self._motd(server)
+
+    def cmd_ping(self, server, msg):
+        if not msg.params:
+            self.reply(server, "409", "No origin specified")
+            return None
+        server.registry.send(self, irc.format_message(
+            "PONG", server.server_name, msg.params[0], source=server.server_name))
+        return None
+
+    def cmd_pong(self, server, msg):
+        return None  # any line proves liveness
+
+    def cmd_quit(self, server, msg):
+        text = msg.params[0] if msg.params else ""
+        text = check_printable(text)[:TOPICLEN]
+        return "quit: " + text if text else "quit"
+
+
+COMMANDS = {
+    name[4:].upper(): func
+    for klass in reversed(IrcClient.__mro__)
+    for name, func in vars(klass).items() if name.startswith("cmd_")
+}

@@ -1,0 +1,106 @@
+"""IRC questions about people: WHO, WHOIS, ISON and USERHOST."""
+
+import re
+
+from ...codec import irc
+from .channels import member_status
+
+
+class QueryCommands:
+    """Mixed into :class:`~chatroom.transport.irc.client.IrcClient`."""
+
+    __slots__ = ()
+
+    def cmd_who(self, server, msg):
+        mask = msg.params[0] if msg.params else "*"
+        registry = server.registry
+        if mask.startswith("#"):
+            room = self._room(server, mask)
+            if room is not None:
+                channel = irc.room_to_channel(room.name)
+                for m in room.members:
+                    self._who_line(server, channel, room, m)
+        elif mask in ("*", "0") or "*" in mask or "?" in mask:
+            match = _glob(mask)
+            shared = {m for room in self.channels for m in room.members}
+            for m in list(registry.ids.values()):
+                if "i" in getattr(m, "modes", "") and m not in shared and m is not self:
+                    continue  # invisible to masks, unless in a room with the asker
+                if match(m.ircnick):
+                    room = next(iter(m.joined()), None)
+                    channel = irc.room_to_channel(room.name) if room is not None else "*"
+                    self._who_line(server, channel, room, m)
+        else:
+            m = registry.find(mask)
+            if m is not None:
+                room = next(iter(m.joined()), None)
+                channel = irc.room_to_channel(room.name) if room is not None else "*"
+                self._who_line(server, channel, room, m)
+        self.reply(server, "315", mask, "End of WHO list")
+        return None
+
+    def _who_line(self, server, channel, room, m):
+        flags = ("G" if getattr(m, "away", None) else "H")
+        if room is not None:
+            flags += member_status(room, m, "multi-prefix" in self.caps)
+        user, host = m.prefix.split("!", 1)[1].split("@", 1)
+        self.reply(server, "352", channel, user, host, server.server_name, m.ircnick, flags,
+                   "0 " + (getattr(m, "realname", "") or m.ircnick))
+
+    def cmd_whois(self, server, msg):
+        if not msg.params:
+            self.reply(server, "431", "No nickname given")
+            return None
+        who = msg.params[-1]
+        m = server.registry.find(who)
+        if m is None:
+            self.reply(server, "401", who, "No such nick/channel")
+            self.reply(server, "318", who, "End of /WHOIS list")
+            return None
+        nick = m.ircnick
+        user, host = m.prefix.split("!", 1)[1].split("@", 1)
+        self.reply(server, "311", nick, user, host, "*", getattr(m, "realname", "") or nick)
+        rooms = [member_status(r, m, "multi-prefix" in self.caps) + irc.room_to_channel(r.name)
+                 for r in m.joined() if "s" not in r.modes or r in self.channels]
+        if rooms:
+            self.reply(server, "319", nick, " ".join(rooms))
+        self.reply(server, "312", nick, server.server_name, "chatroom")
+        if getattr(m, "away", None):
+            self.reply(server, "301", nick, m.away)
+        signon = getattr(m, "signon", None)
+        if signon is not None:
+            idle = max(0, int(server.loop.now() - m.last_seen))
+            self.reply(server, "317", nick, str(idle), str(signon), "seconds idle, signon time")
+        self.reply(server, "318", nick, "End of /WHOIS list")
+        return None
+
+    def cmd_ison(self, server, msg):
+        registry = server.registry
+        found = []
+        for param in msg.params:
+            for nick in param.split():
+                m = registry.find_nick(nick)
+                if m is not None:
+                    found.append(m.ircnick)
+        self.reply(server, "303", " ".join(found))
+        return None
+
+    def cmd_userhost(self, server, msg):
+        if not msg.params:
+            self.reply(server, "461", "USERHOST", "Not enough parameters")
+            return None
+        out = []
+        for nick in " ".join(msg.params).split()[:5]:
+            m = server.registry.find_nick(nick)
+            if m is not None:
+                away = "-" if getattr(m, "away", None) else "+"
+                out.append(f"{m.ircnick}={away}{m.prefix.split('!', 1)[1]}")
+        self.reply(server, "302", " ".join(out))
+        return None
+
+
+def _glob(mask):
+    """A case-insensitive matcher for an IRC mask (``*`` any run, ``?`` one character)."""
+    rx = re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
+                            for c in irc.casefold(mask)) + r"\Z")
+    return lambda name: rx.match(irc.casefold(name)) is not None
