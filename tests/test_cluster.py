@@ -324,8 +324,17 @@ def test_a_node_started_without_redis_works_alone_then_joins(start_server, redis
 # -- IRC clients in the cluster -----------------------------------------------------------------
 
 
+def tags_of(line):
+    """The tags of an IRC line, unescaped values left as sent: ``{"msgid": "..."}``."""
+    if not line.startswith("@"):
+        return {}
+    return dict(item.partition("=")[::2] for item in line[1:].split(" ", 1)[0].split(";"))
+
+
 def parse(line):
     """``(source, command, params)`` of an IRC line, however its last parameter is written."""
+    if line.startswith("@"):
+        line = line.split(" ", 1)[1]
     source = None
     if line.startswith(":"):
         source, _, line = line[1:].partition(" ")
@@ -345,9 +354,14 @@ XENA = "xena!~xena@127.0.0.1"
 class IrcUser:
     """A raw IRC client: a socket that registers with NICK and USER and reads lines."""
 
-    def __init__(self, port, nick):
+    def __init__(self, port, nick, caps=()):
         self.conn = LineClient(port, hello=False)
         self.nick = nick
+        self.tags = {}  # of the last message expect() returned
+        if caps:
+            self.send(f"CAP LS 302\r\nCAP REQ :{' '.join(caps)}")
+            self.expect("CAP", lambda msg: msg[2][1] == "ACK")
+            self.send("CAP END")
         self.send(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}")
         self.expect("001")
 
@@ -360,13 +374,16 @@ class IrcUser:
             self.send("PONG " + line[5:])
         return line
 
-    def expect(self, command, timeout=None):
-        """Read until a message with ``command`` (numerics and the like may come first); returns
-        it parsed: ``(source, command, params)``."""
+    def expect(self, command, where=None, timeout=None):
+        """Read until a message with ``command`` (and for which ``where(msg)`` holds, if given):
+        numerics and the like may come first. Returns it parsed: ``(source, command, params)``;
+        its tags are in ``self.tags``."""
         deadline = time.monotonic() + (timeout or WAIT)
         while True:
-            msg = parse(self.line(max(0.01, deadline - time.monotonic())))
-            if msg[1] == command:
+            line = self.line(max(0.01, deadline - time.monotonic()))
+            msg = parse(line)
+            if msg[1] == command and (where is None or where(msg)):
+                self.tags = tags_of(line)
                 return msg
 
     def join(self, *channels):
@@ -405,8 +422,8 @@ def irc_node(node):
 def irc_users():
     made = []
 
-    def connect(server, nick):
-        user = IrcUser(server.irc, nick)
+    def connect(server, nick, *caps):
+        user = IrcUser(server.irc, nick, caps)
         made.append(user)
         return user
 
@@ -512,3 +529,42 @@ def test_workers_share_the_irc_port_too(start_server, redis_server, clients, irc
         assert p.expect("PRIVMSG") == says("p0!~p0@127.0.0.1", "PRIVMSG", "#lobby", "to all")
     assert native_one.expect("MSG ") == "MSG lobby p0 to all"
     assert server.stop() == 0
+
+
+def test_a_message_has_one_msgid_on_every_node(irc_node, clients, irc_users):
+    n1, n2 = irc_node("n1"), irc_node("n2")
+    caps = ("message-tags", "server-time", "echo-message")
+    xena, near = irc_users(n1, "xena", *caps), irc_users(n1, "near", *caps)
+    far = irc_users(n2, "far", *caps)
+    plain = irc_users(n2, "plain")  # no tags asked for: none shown
+    for user in (xena, near, far, plain):
+        user.join("#dev")
+    native = clients(n2)
+    native.send("JOIN dev")
+    xena.expect("JOIN", lambda msg: msg[0].startswith(native.id.replace(".", "-").replace(":", "-")))
+    xena.send("@+draft/react=wave PRIVMSG #dev :stamped")
+    got = {}
+    for user in (xena, near, far):  # xena: its echo
+        assert user.expect("PRIVMSG") == says(XENA, "PRIVMSG", "#dev", "stamped")
+        got[user.nick] = dict(user.tags)
+    assert got["xena"]["msgid"] == got["near"]["msgid"] == got["far"]["msgid"]
+    assert got["xena"]["time"] == got["far"]["time"]
+    assert got["far"]["+draft/react"] == "wave"
+    assert plain.expect("PRIVMSG") == says(XENA, "PRIVMSG", "#dev", "stamped") and not plain.tags
+    assert native.expect("MSG ") == "MSG dev xena stamped"
+    far.send("PRIVMSG xena :direct")
+    assert xena.expect("PRIVMSG") == says("far!~far@127.0.0.1", "PRIVMSG", "xena", "direct")
+    mine = xena.tags["msgid"]
+    assert far.expect("PRIVMSG") == says("far!~far@127.0.0.1", "PRIVMSG", "xena", "direct")
+    assert far.tags["msgid"] == mine  # the echo of a message to another node: the same id
+
+
+def test_irc_clients_get_cluster_notices_as_irc(irc_node, irc_users, redis_server):
+    n1 = irc_node("n1")
+    xena = irc_users(n1, "xena")
+    redis_server.kill()
+    source, command, params = xena.expect("NOTICE", lambda msg: "cluster-down" in msg[2][-1])
+    assert params[0] == "xena" and params[1].startswith("*** cluster-down: ")
+    redis_server.start()
+    _, _, params = xena.expect("NOTICE", lambda msg: "cluster-up" in msg[2][-1], timeout=WAIT)
+    assert params == ["xena", "*** cluster-up: connection between servers restored"]

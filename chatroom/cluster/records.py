@@ -113,7 +113,7 @@ def decode_tags(field):
 
 
 def _stamp(stamp):
-    return f"{int(stamp[0] * 1000):x}\0{stamp[1]}"
+    return f"{round(stamp[0] * 1000):x}\0{stamp[1]}"  # as format_time rounds it
 
 
 def _unstamp(ms, msgid):
