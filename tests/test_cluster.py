@@ -541,7 +541,8 @@ def test_a_message_has_one_msgid_on_every_node(irc_node, clients, irc_users):
         user.join("#dev")
     native = clients(n2)
     native.send("JOIN dev")
-    xena.expect("JOIN", lambda msg: msg[0].startswith(native.id.replace(".", "-").replace(":", "-")))
+    guest = native.id.replace(".", "-").replace(":", "-")
+    xena.expect("JOIN", lambda msg: msg[0].startswith(guest + "!"))
     xena.send("@+draft/react=wave PRIVMSG #dev :stamped")
     got = {}
     for user in (xena, near, far):  # xena: its echo

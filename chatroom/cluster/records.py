@@ -61,14 +61,12 @@ MODE = "O"
 class Remote:
     """A member of another node as the encoders see it: the stand-in sender of a record."""
 
-    __slots__ = ("name", "prefix", "plain", "nick", "node", "id")
+    __slots__ = ("name", "prefix", "plain", "node", "id")
 
     def __init__(self, name, prefix, plain=True, node=None, member_id=None):
         self.name = name  #: what native clients see: its nickname, or its id
         self.prefix = prefix  #: ``nick!user@host`` as IRC clients see it
         self.plain = plain  #: its text is plain already (no IRC formatting to strip)
-        nick = self.ircnick
-        self.nick = nick if nick == name else None  #: its nickname, or None
         self.node = node  #: its node and id, where known (the target of a TELL)
         self.id = member_id
 
@@ -78,6 +76,12 @@ class Remote:
     @property
     def ircnick(self):
         return self.prefix.partition("!")[0]
+
+    @property
+    def nick(self):
+        """Its nickname, or None (a native member without one is named by its id)."""
+        nick = self.ircnick
+        return nick if nick == self.name else None
 
     @property
     def user(self):
@@ -93,6 +97,9 @@ def _text(text):
     if "\0" in text or "\n" in text:
         return text.replace("\0", "").replace("\n", " ")
     return text
+
+
+_FLAGS = {(True, False): "p", (True, True): "pn", (False, False): "", (False, True): "n"}
 
 
 def encode_tags(tags):
@@ -125,13 +132,10 @@ def _unstamp(ms, msgid):
 
 # -- building records (the sending node) -----------------------------------------------------------
 
-def _flags(member, notice=False):
-    return ("p" if member.plain else "") + ("n" if notice else "")
-
-
 def msg(room, member, text, notice, tags, stamp):
-    return (f"M{room}\0{member.name}\0{member.prefix}\0{_flags(member, notice)}\0"
-            f"{_stamp(stamp)}\0{encode_tags(tags)}\0{_text(text)}\n").encode()
+    return (f"M{room}\0{member.name}\0{member.prefix}\0{_FLAGS[member.plain, notice]}\0"
+            f"{round(stamp[0] * 1000):x}\0{stamp[1]}\0{encode_tags(tags) if tags else ''}\0"
+            f"{_text(text)}\n").encode()
 
 
 def tagmsg(room, member, tags, stamp):
@@ -140,8 +144,8 @@ def tagmsg(room, member, tags, stamp):
 
 
 def tell(node, member_id, member, text, notice, tags, stamp):
-    return (f"T{node}\0{member_id}\0{member.name}\0{member.prefix}\0{_flags(member, notice)}\0"
-            f"{_stamp(stamp)}\0{encode_tags(tags)}\0{_text(text)}\n").encode()
+    return (f"T{node}\0{member_id}\0{member.name}\0{member.prefix}\0"
+            f"{_FLAGS[member.plain, notice]}\0{_stamp(stamp)}\0{encode_tags(tags)}\0{_text(text)}\n").encode()
 
 
 def join(room, member):

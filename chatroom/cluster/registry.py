@@ -322,7 +322,7 @@ class ClusterRegistry(Registry):
                           f"{member.name} {member.prefix}", self.link.keys_ms)
 
     def _store_room(self, member, room_name, size):
-        """Queue the write of ``member`` (under its name) into the hash of its room ``room_name``."""
+        """Queue the write of ``member`` (under its name) into the hash of room ``room_name``."""
         value = f"{self._stamps.get((member.id, room_name), 0.0)!r} {member.name}"
         self.link.command("EVAL", SCRIPT_MEMBER_SET, 2, self.rooms_key,
                           self.room_prefix + room_name, member.id, room_name, value, size,
