@@ -5,15 +5,17 @@ two or three servers with ``--redis``; clients on different servers talk as if o
 when redis-server is not installed.
 """
 
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import BIN, ROOT, WAIT, free_port, wait_until
+from conftest import BIN, ROOT, WAIT, LineClient, free_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -317,3 +319,253 @@ def test_a_node_started_without_redis_works_alone_then_joins(start_server, redis
     assert sorted(who(c)) == sorted([a.id, b.id, c.id])  # written when it connected
     c.send("SEND found you")
     assert a.expect("MSG ") == f"MSG lobby {c.id} found you"
+
+
+# -- IRC clients in the cluster -----------------------------------------------------------------
+
+
+def tags_of(line):
+    """The tags of an IRC line, unescaped values left as sent: ``{"msgid": "..."}``."""
+    if not line.startswith("@"):
+        return {}
+    return dict(item.partition("=")[::2] for item in line[1:].split(" ", 1)[0].split(";"))
+
+
+def parse(line):
+    """``(source, command, params)`` of an IRC line, however its last parameter is written."""
+    if line.startswith("@"):
+        line = line.split(" ", 1)[1]
+    source = None
+    if line.startswith(":"):
+        source, _, line = line[1:].partition(" ")
+    head, colon, trailing = line.partition(" :")
+    words = head.split()
+    return source, words[0], words[1:] + ([trailing] if colon else [])
+
+
+def says(source, command, *params):
+    return source, command, list(params)
+
+
+ANN = "ann!~native@127.0.0.1"
+XENA = "xena!~xena@127.0.0.1"
+
+
+class IrcUser:
+    """A raw IRC client: a socket that registers with NICK and USER and reads lines."""
+
+    def __init__(self, port, nick, caps=()):
+        self.conn = LineClient(port, hello=False)
+        self.nick = nick
+        self.tags = {}  # of the last message expect() returned
+        if caps:
+            self.send(f"CAP LS 302\r\nCAP REQ :{' '.join(caps)}")
+            self.expect("CAP", lambda msg: msg[2][1] == "ACK")
+            self.send("CAP END")
+        self.send(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}")
+        self.expect("001")
+
+    def send(self, line):
+        self.conn.send_raw(line.encode("utf-8") + b"\r\n")
+
+    def line(self, timeout=None):
+        line = self.conn.recv_line(timeout).rstrip("\r")
+        if line.startswith("PING "):
+            self.send("PONG " + line[5:])
+        return line
+
+    def expect(self, command, where=None, timeout=None):
+        """Read until a message with ``command`` (and for which ``where(msg)`` holds, if given):
+        numerics and the like may come first. Returns it parsed: ``(source, command, params)``;
+        its tags are in ``self.tags``."""
+        deadline = time.monotonic() + (timeout or WAIT)
+        while True:
+            line = self.line(max(0.01, deadline - time.monotonic()))
+            msg = parse(line)
+            if msg[1] == command and (where is None or where(msg)):
+                self.tags = tags_of(line)
+                return msg
+
+    def join(self, *channels):
+        self.send("JOIN " + ",".join(channels))
+        for channel in channels:
+            while self.expect("366")[2][1] != channel:
+                pass
+
+    def sync(self, token="sync"):
+        """Every message (parsed) queued before the answer to a PING."""
+        self.send(f"PING {token}")
+        got = []
+        while True:
+            msg = parse(self.line())
+            if msg[1] == "PONG" and msg[2][-1] == token:
+                return got
+            got.append(msg)
+
+    def close(self):
+        self.conn.close()
+
+
+@pytest.fixture
+def irc_node(node):
+    """Factory: ``irc_node("n1")`` is a cluster node with an IRC listener too (its port in .irc)."""
+
+    def start(name, *args):
+        server = node(name, "--irc-port", "0", *args)
+        server.irc = int(server.wait_for(r"IRC listening on \S+:(\d+)").group(1))
+        return server
+
+    return start
+
+
+@pytest.fixture
+def irc_users():
+    made = []
+
+    def connect(server, nick, *caps):
+        user = IrcUser(server.irc, nick, caps)
+        made.append(user)
+        return user
+
+    yield connect
+    for user in made:
+        user.close()
+
+
+def test_native_and_irc_clients_on_different_nodes_talk_both_ways(irc_node, clients, irc_users):
+    n1, n2 = irc_node("n1"), irc_node("n2")
+    ann = named(clients, n1, "ann")
+    b = clients(n1)  # unnamed: IRC knows it by the guest nickname of its id
+    b.send("JOIN elsewhere")
+    xena = irc_users(n2, "xena")
+    xena.join("#lobby")
+    ann.expect("JOIN lobby xena")
+    ann.send("SEND hello irc")
+    assert xena.expect("PRIVMSG") == says(ANN, "PRIVMSG", "#lobby", "hello irc")
+    xena.send("PRIVMSG #lobby :hello native")
+    assert ann.expect("MSG ") == "MSG lobby xena hello native"
+    xena.send("NOTICE #lobby :a notice")
+    assert ann.expect("MSG ") == "MSG lobby xena a notice"
+    ann.send("NICK anne")
+    ann.expect("NICK ann anne")
+    assert xena.expect("NICK") == says(ANN, "NICK", "anne")
+    xena.send("NICK xavier")
+    assert ann.expect("NICK ", skip=()) == "NICK xena xavier"
+    ann.send("TELL XAVIER psst")
+    assert xena.expect("PRIVMSG") == says("anne!~native@127.0.0.1", "PRIVMSG", "xavier", "psst")
+    xena.send("PRIVMSG anne :psst back")
+    assert ann.expect("TELL ") == "TELL xavier psst back"
+    xena.send("PRIVMSG nobody :hello?")
+    assert xena.expect("401")[2][:2] == ["xavier", "nobody"]
+    xena.send("PART #lobby :gone fishing")
+    assert ann.expect("PART ", skip=()) == "PART lobby xavier gone fishing"
+    xena.send(f"PRIVMSG {b.id.replace('.', '-').replace(':', '-')} :to a guest")
+    assert b.expect("TELL ") == "TELL xavier to a guest"
+
+
+def test_an_irc_client_in_two_rooms_is_seen_in_both_on_another_node(irc_node, clients, irc_users):
+    n1, n2 = irc_node("n1"), irc_node("n2")
+    xena = irc_users(n1, "xena")
+    yuri = irc_users(n2, "yuri")
+    dev, ops = clients(n2), clients(n2)
+    dev.send("JOIN dev")
+    dev.expect(f"JOIN dev {dev.id}")
+    ops.send("JOIN ops")
+    ops.expect(f"JOIN ops {ops.id}")
+    yuri.join("#dev", "#ops")
+    xena.join("#dev", "#ops")
+    dev.expect("JOIN dev xena", skip=("JOIN dev yuri",))
+    ops.expect("JOIN ops xena", skip=("JOIN ops yuri",))
+    assert sorted([yuri.expect("JOIN"), yuri.expect("JOIN")]) == [
+        says(XENA, "JOIN", "#dev"), says(XENA, "JOIN", "#ops")]
+    xena.send("PRIVMSG #dev,#ops :to both")
+    assert dev.expect("MSG ") == "MSG dev xena to both"
+    assert ops.expect("MSG ") == "MSG ops xena to both"
+    assert yuri.expect("PRIVMSG") == says(XENA, "PRIVMSG", "#dev", "to both")
+    assert yuri.expect("PRIVMSG") == says(XENA, "PRIVMSG", "#ops", "to both")
+    xena.send("QUIT :bye now")
+    assert dev.expect("PART ", skip=()) == "PART dev xena quit: bye now"
+    assert ops.expect("PART ", skip=()) == "PART ops xena quit: bye now"
+    assert yuri.expect("QUIT") == says(XENA, "QUIT", "Quit: bye now")
+    assert not [msg for msg in yuri.sync() if msg[1] == "QUIT"]  # once for both rooms
+
+
+def test_a_killed_nodes_irc_member_is_reaped_from_every_room(irc_node, clients, irc_users):
+    n1, n2 = irc_node("n1"), irc_node("n2")
+    lobby, dev = clients(n1), clients(n1)
+    dev.send("JOIN dev")
+    dev.expect(f"JOIN dev {dev.id}")
+    yuri = irc_users(n1, "yuri")
+    yuri.join("#lobby", "#dev")
+    xena = irc_users(n2, "xena")
+    xena.join("#lobby", "#dev")
+    lobby.expect("JOIN lobby xena")
+    dev.expect("JOIN dev xena")
+    while yuri.expect("JOIN") != says(XENA, "JOIN", "#dev"):
+        pass
+    n2.signal(signal.SIGKILL)
+    assert lobby.expect("PART ", skip=()) == "PART lobby xena disconnected"
+    assert dev.expect("PART ", skip=()) == "PART dev xena disconnected"
+    assert yuri.expect("QUIT") == says(XENA, "QUIT", "disconnected")
+    assert not [msg for msg in yuri.sync() if msg[1] == "QUIT"]
+    again = irc_users(n1, "xena")  # the dead node's nickname is free
+    again.join("#dev")
+
+
+def test_workers_share_the_irc_port_too(start_server, redis_server, clients, irc_users):
+    server = start_server("--workers", "2", "--irc-port", "0", "--redis", redis_server.url,
+                          "--node", "w", "--flood-rate", "0", "--cluster-ttl", TTL)
+    wait_until(lambda: server.count(r"IRC listening on ") == 2)
+    ports = {int(m) for m in re.findall(r"IRC listening on \S+:(\d+)", "\n".join(server.lines))}
+    assert len(ports) == 1
+    server.irc = ports.pop()
+    wait_until(lambda: server.count(r"Cluster: connected to Redis as node w-\d") == 2)
+    people = [irc_users(server, f"p{i}") for i in range(6)]
+    for p in people:
+        p.join("#lobby")
+    native_one = named(clients, server, "nat")
+    people[0].send("PRIVMSG #lobby :to all")
+    for p in people[1:]:
+        assert p.expect("PRIVMSG") == says("p0!~p0@127.0.0.1", "PRIVMSG", "#lobby", "to all")
+    assert native_one.expect("MSG ") == "MSG lobby p0 to all"
+    assert server.stop() == 0
+
+
+def test_a_message_has_one_msgid_on_every_node(irc_node, clients, irc_users):
+    n1, n2 = irc_node("n1"), irc_node("n2")
+    caps = ("message-tags", "server-time", "echo-message")
+    xena, near = irc_users(n1, "xena", *caps), irc_users(n1, "near", *caps)
+    far = irc_users(n2, "far", *caps)
+    plain = irc_users(n2, "plain")  # no tags asked for: none shown
+    for user in (xena, near, far, plain):
+        user.join("#dev")
+    native = clients(n2)
+    native.send("JOIN dev")
+    guest = native.id.replace(".", "-").replace(":", "-")
+    xena.expect("JOIN", lambda msg: msg[0].startswith(guest + "!"))
+    xena.send("@+draft/react=wave PRIVMSG #dev :stamped")
+    got = {}
+    for user in (xena, near, far):  # xena: its echo
+        assert user.expect("PRIVMSG") == says(XENA, "PRIVMSG", "#dev", "stamped")
+        got[user.nick] = dict(user.tags)
+    assert got["xena"]["msgid"] == got["near"]["msgid"] == got["far"]["msgid"]
+    assert got["xena"]["time"] == got["far"]["time"]
+    assert got["far"]["+draft/react"] == "wave"
+    assert plain.expect("PRIVMSG") == says(XENA, "PRIVMSG", "#dev", "stamped") and not plain.tags
+    assert native.expect("MSG ") == "MSG dev xena stamped"
+    far.send("PRIVMSG xena :direct")
+    assert xena.expect("PRIVMSG") == says("far!~far@127.0.0.1", "PRIVMSG", "xena", "direct")
+    mine = xena.tags["msgid"]
+    assert far.expect("PRIVMSG") == says("far!~far@127.0.0.1", "PRIVMSG", "xena", "direct")
+    assert far.tags["msgid"] == mine  # the echo of a message to another node: the same id
+
+
+def test_irc_clients_get_cluster_notices_as_irc(irc_node, irc_users, redis_server):
+    n1 = irc_node("n1")
+    xena = irc_users(n1, "xena")
+    redis_server.kill()
+    source, command, params = xena.expect("NOTICE", lambda msg: "cluster-down" in msg[2][-1])
+    assert params[0] == "xena" and params[1].startswith("*** cluster-down: ")
+    redis_server.start()
+    _, _, params = xena.expect("NOTICE", lambda msg: "cluster-up" in msg[2][-1], timeout=WAIT)
+    assert params == ["xena", "*** cluster-up: connection between servers restored"]

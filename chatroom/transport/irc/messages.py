@@ -1,6 +1,7 @@
 """IRC messages and presence: PRIVMSG, NOTICE, TAGMSG and AWAY."""
 
 from ...codec import irc
+from ...codec.native import ProtocolError
 from .isupport import AWAYLEN, MAX_TARGETS
 
 
@@ -40,12 +41,12 @@ class MessageCommands:
                 else:
                     registry.say(self, text, room, notice, tags)
             else:
-                other = registry.find(target)
-                if other is None:
+                try:  # the registry finds the nick (in a cluster, on any server)
+                    other = registry.tell(self, target, text, notice, tags)
+                except ProtocolError:
                     if not notice:
                         self.reply(server, "401", target, "No such nick/channel")
                     continue
-                registry.deliver_tell(self, other, text, notice, tags)
                 away = getattr(other, "away", None)
                 if away and not notice:
                     self.reply(server, "301", other.ircnick, away)
