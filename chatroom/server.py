@@ -81,6 +81,25 @@ def make_server(args):
     return server
 
 
+def _settings(argv):
+    """Parse and check the settings; a bad one exits (status 2) saying which and why."""
+    parser = settings.build_parser()
+    try:
+        args = settings.parse_args(argv)
+    except settings.ConfigError as err:
+        parser.error(str(err))
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and not args.redis:
+        parser.error("--workers above 1 needs --redis: the workers are one chat through it")
+    if args.motd is not None:
+        try:
+            _read_motd(args.motd)
+        except OSError as err:
+            parser.error(f"--motd {args.motd}: {err.strerror or err}")
+    return args
+
+
 def _read_motd(path):
     if path is None:
         return None
@@ -89,12 +108,17 @@ def _read_motd(path):
 
 
 def main(argv=None):
-    parser = settings.build_parser()
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    if args.workers > 1 and not args.redis:
-        parser.error("--workers above 1 needs --redis: the workers are one chat through it")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    checking = "--check-config" in argv
+    try:
+        args = _settings(argv)
+    except SystemExit as stop:  # argparse's error (2) is --check-config's "bad" (1)
+        if checking and stop.code:
+            return 1
+        raise
+    if args.check_config:
+        print(f"chat-server: settings are good{' (' + args.config + ')' if args.config else ''}")
+        return 0
     if args.redis and args.workers == 1:
         # Before redis is first imported, so that its sockets and locks are gevent's. Only a
         # cluster node patches: without --redis nothing changes (docs/cluster.md).
@@ -107,7 +131,7 @@ def main(argv=None):
     if args.workers > 1:
         from .cluster import run_workers
 
-        return run_workers(args, sys.argv[1:] if argv is None else list(argv))
+        return run_workers(args, argv)
 
     nofile = raise_nofile_limit()
     if args.max_clients > nofile - RESERVED_FDS - REJECT_SLOTS:
