@@ -161,6 +161,17 @@ def main(argv=None):
         return 1
     if args.redis:
         server.registry.start()
+    metrics_http = None
+    if args.metrics_port is not None:
+        from . import metrics
+
+        try:
+            metrics_http = metrics.serve(server, args.metrics_host, args.metrics_port)
+        except OSError as err:
+            log.error("cannot serve metrics on %s:%s: %s", args.metrics_host, args.metrics_port, err)
+            server.shutdown()
+            return 1
+        log.info("Metrics on http://%s/metrics", format_addr(metrics_http.address[:2]))
     native_listener, *others = server.listeners
     log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
              format_addr(native_listener.address[:2]), args.max_clients, nofile, os.getpid())
@@ -168,6 +179,8 @@ def main(argv=None):
         log.info("%s listening on %s", listener.client_class.protocol_name,
                  format_addr(listener.address[:2]))
     done.wait()
+    if metrics_http is not None:
+        metrics_http.stop(timeout=1)
     if args.redis:
         server.registry.leave()
     log.info("Server stopped")

@@ -107,6 +107,10 @@ SETTINGS = (
             "numerics)", group="listen"),
     Setting("motd", None, "file whose lines are the IRC message of the day; none: no MOTD (422)",
             metavar="FILE", group="listen"),
+    # -- metrics ------------------------------------------------------------------------------
+    Setting("metrics-port", None, "serve Prometheus metrics at http://METRICS-HOST:PORT/metrics; "
+            "0 picks a free one; none: no metrics", _port, metavar="PORT", group="metrics"),
+    Setting("metrics-host", "127.0.0.1", "address the metrics listen on", group="metrics"),
     # -- logging ------------------------------------------------------------------------------
     Setting("log-level", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
             group="logging"),
