@@ -14,6 +14,8 @@ from dataclasses import dataclass
 #: The native protocol's default TCP port; the client and the load tool use the same one.
 DEFAULT_PORT = 7777
 DEFAULT_HOST = "127.0.0.1"
+#: --max-per-ip when it is not given and --host is not a loopback address (public defaults).
+PUBLIC_MAX_PER_IP = 10
 #: Bytes without any line end after which a connection is judged not to speak a line protocol.
 NO_LINE_END_LIMIT = 64 * 1024
 
@@ -85,7 +87,8 @@ SETTINGS = (
     # -- limits -------------------------------------------------------------------------------
     Setting("max-clients", 10000, "most clients at once on all listeners, capped by the "
             "open-files limit", int),
-    Setting("max-per-ip", 0, "most connections from one IP address, 0 = no limit", int),
+    Setting("max-per-ip", None, "most connections from one IP address, 0 = no limit; none: "
+            f"{PUBLIC_MAX_PER_IP} when --host is not loopback, no limit on loopback", int),
     Setting("max-line", 4096, "longest native line in bytes", _line_limit),
     Setting("outbox-limit", 1024 * 1024, "bytes queued to one client before it is dropped as a "
             "slow consumer", int),
@@ -114,6 +117,8 @@ SETTINGS = (
     # -- logging ------------------------------------------------------------------------------
     Setting("log-level", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
             group="logging"),
+    Setting("log-format", "text", "text: plain lines; json: one JSON object per line (time, "
+            "level, event, fields)", choices=("text", "json"), group="logging"),
     # -- cluster ------------------------------------------------------------------------------
     Setting("redis", None, "join the cluster of servers sharing rooms, nicknames and messages "
             "over the Redis at URL, redis://HOST:PORT/DB; none: this server alone", _redis_url,
@@ -172,6 +177,25 @@ def build_parser(prog="chat-server", environ=None, config=None):
                         help="check the settings (file, environment, flags) and exit: 0 when "
                              "they are good, 1 with the reason when not (default off)")
     return parser
+
+
+def is_loopback(host):
+    """Whether ``host`` (an address or ``localhost``) is reachable only from this machine."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to a public address
+
+
+def max_per_ip(args):
+    """``--max-per-ip`` as given, else :data:`PUBLIC_MAX_PER_IP` on a public ``--host``, else 0."""
+    if args.max_per_ip is not None:
+        return args.max_per_ip
+    return 0 if is_loopback(args.host) else PUBLIC_MAX_PER_IP
 
 
 # -- the settings file --------------------------------------------------------------------------
