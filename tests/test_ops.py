@@ -93,3 +93,57 @@ def test_sighup_without_files_is_harmless(server, clients):
     server.signal(signal.SIGHUP)
     server.wait_for(r"Reloaded: nothing to re-read")
     clients(server).sync()
+
+
+# -- contrib/: the systemd unit and the example settings ------------------------------------------
+
+UNIT = ROOT / "contrib" / "chatroom.service"
+EXAMPLE = ROOT / "contrib" / "chatroom.toml"
+
+
+def unit_settings():
+    """``{key: [values]}`` of the unit's [Service] section."""
+    section, found = None, {}
+    for line in UNIT.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_unit_sandboxes_reloads_and_stops_as_the_server_expects():
+    unit = unit_settings()
+    for key, value in [("DynamicUser", "yes"), ("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
+                       ("StateDirectory", "chatroom"), ("KillSignal", "SIGTERM"),
+                       ("ExecReload", "/bin/kill -HUP $MAINPID")]:
+        assert unit[key] == [value], key
+    assert "--check-config" in unit["ExecStartPre"][0]
+
+
+def test_unit_open_files_fit_the_example_max_clients():
+    from chatroom.transport.server import REJECT_SLOTS
+    from chatroom.transport.sockets import RESERVED_FDS
+
+    config = settings.load_config(EXAMPLE)
+    max_clients = config.get("max-clients", settings.default("max-clients"))
+    assert int(unit_settings()["LimitNOFILE"][0]) >= max_clients + RESERVED_FDS + REJECT_SLOTS
+
+
+def test_example_settings_pass_check_config():
+    done = subprocess.run([str(ROOT / "bin" / "chat-server"), "--config", str(EXAMPLE), "--check-config"],
+                          capture_output=True, text=True, timeout=WAIT * 3, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
+    # verify checks that ExecStart's program exists: point it at the checkout's bin/chat-server.
+    unit = tmp_path / "chatroom.service"
+    unit.write_text(UNIT.read_text().replace("/opt/chatroom/bin/chat-server", str(ROOT / "bin" / "chat-server")))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                          timeout=60)
+    ours = [line for line in (done.stdout + done.stderr).splitlines() if "chatroom.service" in line]
+    assert done.returncode == 0 and not ours, "\n".join(ours) or done.stderr
