@@ -95,6 +95,13 @@ def test_metrics_follow_connects_chat_evictions_and_refusals(metered, clients):
     assert value(s, "chatroom_connections", listener="native") == 3
     assert value(s, "chatroom_outbox_bytes") >= 0
 
+    # A QUIT's text is the client's: it is not part of the reason label (one series, not one each).
+    a.send("QUIT see you")
+    a.expect_closed()
+    wait_until(lambda: value(scrape(port), "chatroom_disconnects_total", reason="quit") == 1)
+    assert not any(name == "chatroom_disconnects_total" and "see you" in str(labels)
+                   for name, labels in scrape(port))
+
 
 def test_metrics_answer_only_at_metrics(metered):
     with pytest.raises(urllib.error.HTTPError) as err:

@@ -123,7 +123,7 @@ class ChatServer:
         self.bytes_out = 0  #: bytes the kernel took for them
         self.frames_out = 0  #: frames (lines, or a shared multi-line reply) handed to their sockets
         self.connects = Counter()  #: client class -> connections accepted
-        self.disconnects = Counter()  #: reason -> connections closed
+        self.disconnects = Counter()  #: reason (without a QUIT's text) -> connections closed
         self.evictions = Counter()  #: reason -> clients the registry dropped (slow, stuck)
         self.refusals = Counter()  #: reason -> connections refused at accept
         self.recv_size = max(4096, min(RECV_SIZE, self.registry.outbox_limit // 8))
@@ -290,7 +290,7 @@ class ChatServer:
         """Take ``client`` out of the chat, give it its last bytes and ``BYE``, close its socket."""
         if not self._forget(client):
             return
-        self.disconnects[reason] += 1
+        self.disconnects[reason.partition(":")[0]] += 1  # "quit: <text>" counts as "quit"
         client.watcher.stop()
         self.registry.remove(client, reason, announce=not self.stopping)
         client.gone = reason
