@@ -46,6 +46,19 @@ SERVERS = {
     "asyncio": [sys.executable, os.path.join(ROOT, "benchmarks", "asyncio_server.py"), "--port", "0"],
 }
 ALL_SERVERS = tuple(SERVERS)
+#: This server again with --metrics-port on and scraped once a second during the run, to show
+#: what metrics cost (workload 100x10 only; the chart and the goals leave it out).
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+METRICS_PORT = _free_port()
+SERVERS["metrics"] = load.chat_server_command("--metrics-port", str(METRICS_PORT))
+SCRAPE_EVERY = 1.0
 
 
 @dataclasses.dataclass
@@ -71,7 +84,8 @@ WORKLOADS = [
              ["--receivers", "10", "--senders", "1", "--messages", "10000", "--duration", "3"]),
     Workload("100x10", "100 receivers, 10 senders",
              ["--receivers", "100", "--senders", "10", "--messages", "20000", "--duration", "10"],
-             ["--receivers", "100", "--senders", "10", "--messages", "2000", "--duration", "3"]),
+             ["--receivers", "100", "--senders", "10", "--messages", "2000", "--duration", "3"],
+             servers=ALL_SERVERS + ("metrics",)),
     Workload("1000x10", "1,000 receivers, 10 senders",
              ["--receivers", "1000", "--senders", "10", "--messages", "1000", "--duration", "10"],
              ["--receivers", "1000", "--senders", "10", "--messages", "200", "--duration", "3"]),
@@ -134,6 +148,7 @@ def run_one(workload, server_name, quick, log, profile=False):
     if sys.stderr.isatty():
         log(f"  {workload.name:<9} {server_name:<9} ...")
     started = time.monotonic()
+    scraper = Scraper(SERVERS[server_name])
     machine_before = machine_busy()
     ours_before = load.read_cpu(server.pid) or 0.0, children_cpu()
     try:
@@ -148,6 +163,8 @@ def run_one(workload, server_name, quick, log, profile=False):
         entry["error"] = "load run did not finish in time"
     finally:
         server_cpu = (load.read_cpu(server.pid) or ours_before[0]) - ours_before[0]
+        if scraper.stop():
+            entry["scrapes"] = scraper.count
         if spy is not None:
             entry["profile"] = spy.stop()
         code = server.stop()
@@ -162,6 +179,38 @@ def run_one(workload, server_name, quick, log, profile=False):
     log(f"\r  {workload.name:<9} {server_name:<9} {describe(entry)}\033[K\n"
         if sys.stderr.isatty() else f"  {workload.name:<9} {server_name:<9} {describe(entry)}\n")
     return entry
+
+
+class Scraper:
+    """Scrapes the server's /metrics every :data:`SCRAPE_EVERY` s while a run lasts (if it has them)."""
+
+    def __init__(self, cmd):
+        import threading
+
+        self.count = 0
+        self.done = threading.Event()
+        self.port = cmd[cmd.index("--metrics-port") + 1] if "--metrics-port" in cmd else None
+        if self.port is not None:
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+
+    def _run(self):
+        import urllib.request
+
+        while not self.done.wait(SCRAPE_EVERY):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                    r.read()
+                self.count += 1
+            except OSError:
+                pass
+
+    def stop(self):
+        """Stop scraping; returns whether this run was scraped at all."""
+        self.done.set()
+        if self.port is not None:
+            self.thread.join()
+        return self.port is not None
 
 
 def machine_busy():
@@ -468,7 +517,7 @@ def build_parser():
     p.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run of a minute or so")
     p.add_argument("--only", default="",
                    help="comma-separated workloads to run: " + ", ".join(BY_NAME))
-    p.add_argument("--servers", default=",".join(ALL_SERVERS),
+    p.add_argument("--servers", default=",".join(SERVERS),
                    help="comma-separated servers to run against (default %(default)s)")
     p.add_argument("--profile", action="store_true",
                    help="sample this server with py-spy during each run; top functions are printed")

@@ -5,10 +5,12 @@ registry (alone, or a cluster node with ``--redis``), opens a listener per proto
 transport (:mod:`chatroom.transport.server`), and handles signals and logging.
 """
 
+import json
 import logging
 import os
 import signal
 import sys
+import time
 
 import gevent
 import gevent.event
@@ -35,6 +37,25 @@ class _LogFormatter(logging.Formatter):
         return text
 
 
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``event`` (the message) and
+    ``fields``: the logger, the message's template and arguments when it has some (so lines of
+    one kind group by ``fields.template``), and ``exception`` with its traceback."""
+
+    def format(self, record):
+        fields = {"logger": record.name}
+        if record.args:
+            fields["template"] = record.msg
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            fields["args"] = [a if isinstance(a, (int, float, str, bool, type(None))) else str(a)
+                              for a in args]
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return json.dumps({"time": f"{when}.{int(record.msecs):03d}Z", "level": record.levelname,
+                           "event": record.getMessage(), "fields": fields}, ensure_ascii=False)
+
+
 def make_server(args):
     """Build a :class:`ChatServer` with its listeners from parsed settings ``args`` (not yet started).
 
@@ -56,7 +77,7 @@ def make_server(args):
     server = ChatServer(
         registry=registry,
         max_clients=args.max_clients,
-        max_per_ip=args.max_per_ip,
+        max_per_ip=settings.max_per_ip(args),
         max_line=args.max_line,
         flood_rate=args.flood_rate,
         flood_burst=args.flood_burst,
@@ -81,6 +102,25 @@ def make_server(args):
     return server
 
 
+def _settings(argv):
+    """Parse and check the settings; a bad one exits (status 2) saying which and why."""
+    parser = settings.build_parser()
+    try:
+        args = settings.parse_args(argv)
+    except settings.ConfigError as err:
+        parser.error(str(err))
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and not args.redis:
+        parser.error("--workers above 1 needs --redis: the workers are one chat through it")
+    if args.motd is not None:
+        try:
+            _read_motd(args.motd)
+        except OSError as err:
+            parser.error(f"--motd {args.motd}: {err.strerror or err}")
+    return args
+
+
 def _read_motd(path):
     if path is None:
         return None
@@ -89,12 +129,17 @@ def _read_motd(path):
 
 
 def main(argv=None):
-    parser = settings.build_parser()
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    if args.workers > 1 and not args.redis:
-        parser.error("--workers above 1 needs --redis: the workers are one chat through it")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    checking = "--check-config" in argv
+    try:
+        args = _settings(argv)
+    except SystemExit as stop:  # argparse's error (2) is --check-config's "bad" (1)
+        if checking and stop.code:
+            return 1
+        raise
+    if args.check_config:
+        print(f"chat-server: settings are good{' (' + args.config + ')' if args.config else ''}")
+        return 0
     if args.redis and args.workers == 1:
         # Before redis is first imported, so that its sockets and locks are gevent's. Only a
         # cluster node patches: without --redis nothing changes (docs/cluster.md).
@@ -102,12 +147,12 @@ def main(argv=None):
 
         monkey.patch_all()
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_LogFormatter())
+    handler.setFormatter(_JsonFormatter() if args.log_format == "json" else _LogFormatter())
     logging.basicConfig(level=args.log_level, handlers=[handler])
     if args.workers > 1:
         from .cluster import run_workers
 
-        return run_workers(args, sys.argv[1:] if argv is None else list(argv))
+        return run_workers(args, argv)
 
     nofile = raise_nofile_limit()
     if args.max_clients > nofile - RESERVED_FDS - REJECT_SLOTS:
@@ -123,11 +168,23 @@ def main(argv=None):
     def on_signal():
         gevent.spawn(lambda: (server.shutdown(), done.set()))
 
+    def on_reload():
+        """SIGHUP (systemd's ExecReload): re-read the files the server reads; never stops it."""
+        if args.motd is not None:
+            try:
+                server.motd = _read_motd(args.motd)
+                log.info("Reloaded: MOTD %s (%d lines)", args.motd, len(server.motd))
+            except OSError as err:
+                log.error("Reload: cannot read MOTD %s: %s; keeping the old one", args.motd, err)
+        else:
+            log.info("Reloaded: nothing to re-read")
+
     def on_stats():
         log.info("Stats: %s", " ".join(f"{k}={v}" for k, v in server.stats().items()))
 
     # Installed before the server says it listens: whoever waits for that line may signal at once.
     gevent.signal_handler(signal.SIGUSR1, on_stats)
+    gevent.signal_handler(signal.SIGHUP, on_reload)
     gevent.signal_handler(signal.SIGTERM, on_signal)
     gevent.signal_handler(signal.SIGINT, on_signal)
     try:
@@ -137,13 +194,29 @@ def main(argv=None):
         return 1
     if args.redis:
         server.registry.start()
+    metrics_http = None
+    if args.metrics_port is not None:
+        from . import metrics
+
+        try:
+            metrics_http = metrics.serve(server, args.metrics_host, args.metrics_port)
+        except OSError as err:
+            log.error("cannot serve metrics on %s:%s: %s", args.metrics_host, args.metrics_port, err)
+            server.shutdown()
+            return 1
+        log.info("Metrics on http://%s/metrics", format_addr(metrics_http.address[:2]))
     native_listener, *others = server.listeners
     log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
              format_addr(native_listener.address[:2]), args.max_clients, nofile, os.getpid())
+    if args.max_per_ip is None and server.max_per_ip:
+        log.info("Public address: at most %d connections per IP address (--max-per-ip to change)",
+                 server.max_per_ip)
     for listener in others:
         log.info("%s listening on %s", listener.client_class.protocol_name,
                  format_addr(listener.address[:2]))
     done.wait()
+    if metrics_http is not None:
+        metrics_http.stop(timeout=1)
     if args.redis:
         server.registry.leave()
     log.info("Server stopped")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 #: The native protocol's default TCP port; the client and the load tool use the same one.
 DEFAULT_PORT = 7777
 DEFAULT_HOST = "127.0.0.1"
+#: --max-per-ip when it is not given and --host is not a loopback address (public defaults).
+PUBLIC_MAX_PER_IP = 10
 #: Bytes without any line end after which a connection is judged not to speak a line protocol.
 NO_LINE_END_LIMIT = 64 * 1024
 
@@ -85,7 +87,8 @@ SETTINGS = (
     # -- limits -------------------------------------------------------------------------------
     Setting("max-clients", 10000, "most clients at once on all listeners, capped by the "
             "open-files limit", int),
-    Setting("max-per-ip", 0, "most connections from one IP address, 0 = no limit", int),
+    Setting("max-per-ip", None, "most connections from one IP address, 0 = no limit; none: "
+            f"{PUBLIC_MAX_PER_IP} when --host is not loopback, no limit on loopback", int),
     Setting("max-line", 4096, "longest native line in bytes", _line_limit),
     Setting("outbox-limit", 1024 * 1024, "bytes queued to one client before it is dropped as a "
             "slow consumer", int),
@@ -107,9 +110,15 @@ SETTINGS = (
             "numerics)", group="listen"),
     Setting("motd", None, "file whose lines are the IRC message of the day; none: no MOTD (422)",
             metavar="FILE", group="listen"),
+    # -- metrics ------------------------------------------------------------------------------
+    Setting("metrics-port", None, "serve Prometheus metrics at http://METRICS-HOST:PORT/metrics; "
+            "0 picks a free one; none: no metrics", _port, metavar="PORT", group="metrics"),
+    Setting("metrics-host", "127.0.0.1", "address the metrics listen on", group="metrics"),
     # -- logging ------------------------------------------------------------------------------
     Setting("log-level", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
             group="logging"),
+    Setting("log-format", "text", "text: plain lines; json: one JSON object per line (time, "
+            "level, event, fields)", choices=("text", "json"), group="logging"),
     # -- cluster ------------------------------------------------------------------------------
     Setting("redis", None, "join the cluster of servers sharing rooms, nicknames and messages "
             "over the Redis at URL, redis://HOST:PORT/DB; none: this server alone", _redis_url,
@@ -130,26 +139,149 @@ def default(name):
     return BY_NAME[name].default
 
 
-def build_parser(prog="chat-server", environ=None):
+def build_parser(prog="chat-server", environ=None, config=None):
     """The server's argument parser, one option per :data:`SETTINGS` entry.
 
     A flag not given on the command line takes its value from the environment variable
-    ``CHATROOM_<NAME>`` when that is set (``CHATROOM_SERVER_NAME=irc.example.org``), else its
-    embedded default. A bad value in the environment is refused like a bad flag.
+    ``CHATROOM_<NAME>`` when that is set (``CHATROOM_SERVER_NAME=irc.example.org``), else from
+    ``config`` (the settings file's values, ``{"max-clients": 100}``, from :func:`load_config`),
+    else its embedded default. A bad value in the environment is refused like a bad flag.
     """
     environ = os.environ if environ is None else environ
+    config = config or {}
     parser = argparse.ArgumentParser(
         prog=prog, description="A gevent chat server.",
-        epilog="Every flag can also be set in the environment: --max-clients as CHATROOM_MAX_CLIENTS.")
+        epilog="Every flag can also be set in the environment (--max-clients as "
+               "CHATROOM_MAX_CLIENTS) or in the --config file (max-clients = 100); "
+               "flags win over the environment, which wins over the file.")
     for s in SETTINGS:
         shown = "none" if s.default is None else "off" if s.default is False else str(s.default)
         help_text = f"{s.help} (default {shown})".replace("%", "%%")
         value = environ.get(s.env)
         if s.type is bool:
-            on = value is not None and value.strip().lower() in ("1", "true", "yes", "on")
+            if value is not None:
+                on = value.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                on = config.get(s.name, False)
             parser.add_argument(s.flag, action="store_true", default=on, help=help_text)
         else:
             # argparse runs a string default through ``type``, so the variable is checked too.
-            parser.add_argument(s.flag, type=s.type, default=s.default if value is None else value,
+            fallback = config.get(s.name, s.default)
+            parser.add_argument(s.flag, type=s.type, default=fallback if value is None else value,
                                 choices=s.choices, metavar=s.metavar, help=help_text)
+    parser.add_argument("--config", metavar="FILE", default=environ.get(CONFIG_ENV),
+                        help="read settings from this TOML file, one key per flag "
+                             "(max-clients = 100); flags and CHATROOM_* variables win over it "
+                             f"(default none; also {CONFIG_ENV})")
+    parser.add_argument("--check-config", action="store_true",
+                        help="check the settings (file, environment, flags) and exit: 0 when "
+                             "they are good, 1 with the reason when not (default off)")
     return parser
+
+
+def is_loopback(host):
+    """Whether ``host`` (an address or ``localhost``) is reachable only from this machine."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to a public address
+
+
+def max_per_ip(args):
+    """``--max-per-ip`` as given, else :data:`PUBLIC_MAX_PER_IP` on a public ``--host``, else 0."""
+    if args.max_per_ip is not None:
+        return args.max_per_ip
+    return 0 if is_loopback(args.host) else PUBLIC_MAX_PER_IP
+
+
+# -- the settings file --------------------------------------------------------------------------
+
+#: The environment variable naming a settings file when ``--config`` is not given.
+CONFIG_ENV = "CHATROOM_CONFIG"
+
+
+class ConfigError(Exception):
+    """A settings file the server refuses: its path, the key (if any) and the reason."""
+
+
+def _file_kind(s):
+    """What a file value of ``s`` must be: "integer", "number", "string" or "true or false"."""
+    if s.type is bool:
+        return "true or false"
+    if s.type in (int, _port, _line_limit):
+        return "an integer"
+    if s.type is float:
+        return "a number"
+    if s.type in (str, _redis_url, _node_name):
+        return "a string"
+    return None  # a type this table does not know: any scalar, given to it as text
+
+
+def _file_value(s, value):
+    """``value`` (as TOML gave it) checked and converted for ``s``; raises ValueError with why."""
+    kind = _file_kind(s)
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"expected {kind or 'a value'}, not a {'table' if isinstance(value, dict) else 'list'}")
+    if kind == "true or false":
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
+    ok = {"an integer": (int,), "a number": (int, float), "a string": (str,),
+          None: (str, int, float)}[kind]
+    if isinstance(value, bool) or not isinstance(value, ok):
+        raise ValueError(f"expected {kind or 'a string or a number'}, got {value!r}")
+    try:
+        converted = s.type(value if isinstance(value, str) else str(value))
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as err:
+        raise ValueError(str(err) or f"invalid value {value!r}") from None
+    if s.choices and converted not in s.choices:
+        raise ValueError(f"{converted!r} is not one of {', '.join(s.choices)}")
+    return converted
+
+
+def load_config(path):
+    """The settings in the TOML file at ``path`` as ``{name: value}``, every one checked.
+
+    Keys are the flags' names without dashes (``max-clients = 100``); a key no flag has, a value
+    of the wrong type or one the flag would refuse raise :class:`ConfigError` naming the file,
+    the key and the reason.
+    """
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    values = {}
+    for key, value in data.items():
+        s = BY_NAME.get(key)
+        if s is None:
+            hint = f" (did you mean {key.replace('_', '-')!r}?)" if key.replace("_", "-") in BY_NAME else ""
+            raise ConfigError(f"{path}: {key}: unknown setting{hint}")
+        try:
+            values[key] = _file_value(s, value)
+        except ValueError as err:
+            raise ConfigError(f"{path}: {key}: {err}") from None
+    return values
+
+
+def parse_args(argv=None, environ=None, prog="chat-server"):
+    """The server's settings: flags (``argv``), then ``CHATROOM_*`` variables, then the
+    ``--config`` file, then the embedded defaults, the first that gives a value winning.
+
+    Bad flags and variables exit like any argparse error; a bad file raises :class:`ConfigError`.
+    """
+    environ = os.environ if environ is None else environ
+    args = build_parser(prog, environ).parse_args(argv)
+    if args.config:
+        args = build_parser(prog, environ, load_config(args.config)).parse_args(argv)
+    return args

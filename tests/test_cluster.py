@@ -569,3 +569,53 @@ def test_irc_clients_get_cluster_notices_as_irc(irc_node, irc_users, redis_serve
     redis_server.start()
     _, _, params = xena.expect("NOTICE", lambda msg: "cluster-up" in msg[2][-1], timeout=WAIT)
     assert params == ["xena", "*** cluster-up: connection between servers restored"]
+
+
+# -- metrics of a cluster node ---------------------------------------------------------------------
+
+def _metric(port, name):
+    from prometheus_client.parser import text_string_to_metric_families
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=WAIT) as r:
+        text = r.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+def test_cluster_link_state_is_in_the_metrics(node, redis_server):
+    n1 = node("m1", "--metrics-port", "0")
+    port = int(n1.wait_for(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+    assert _metric(port, "chatroom_cluster_up") == 1
+    redis_server.kill()
+    wait_until(lambda: _metric(port, "chatroom_cluster_up") == 0, timeout=WAIT * 2)
+    redis_server.start()
+    wait_until(lambda: _metric(port, "chatroom_cluster_up") == 1, timeout=WAIT * 2)
+
+
+def _free_pair():
+    """A port P with P+1 and P+2 free, below the ephemeral range (where nothing else picks them)."""
+    import random
+
+    for _ in range(100):
+        base = random.randrange(20000, 30000)
+        try:
+            for port in (base + 1, base + 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no two free ports in a row")
+
+
+def test_each_worker_serves_metrics_on_its_own_port(start_server, redis_server, clients):
+    base = _free_pair()
+    server = start_server("--workers", "2", "--redis", redis_server.url, "--node", "mw",
+                          "--cluster-ttl", TTL, "--metrics-port", base)
+    wait_until(lambda: server.count(r"Metrics on http://127\.0\.0\.1:\d+/metrics") == 2)
+    ports = sorted(int(m) for m in __import__("re").findall(
+        r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", "\n".join(server.lines)))
+    assert ports == [base + 1, base + 2]
+    people = [clients(server) for _ in range(6)]
+    wait_until(lambda: sum(_metric(p, "chatroom_connections") for p in ports) == len(people))
+    assert all(_metric(p, "chatroom_cluster_up") == 1 for p in ports)

@@ -64,6 +64,8 @@ def run_workers(args, argv):
     def start(n):
         cmd = [sys.executable, "-m", "chatroom.server", *argv, "--workers", "1", "--reuse-port",
                *chosen, "--node", f"{base}-{n}"]
+        if args.metrics_port:  # one scrape target per worker: --metrics-port + n
+            cmd += ["--metrics-port", str(args.metrics_port + n)]
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
 
     signals = []

@@ -10,10 +10,10 @@ plain bytes. Lines come from :class:`chatroom.codec.lines.LineFramer`; then:
 
 from dataclasses import dataclass
 
+from .. import __version__ as VERSION
 from . import irc
 from .text import BAD_TEXT_RE, NAME_RE, check_printable
 
-VERSION = "1.0"
 SERVER_NAME = "chatroom/" + VERSION
 
 COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT")

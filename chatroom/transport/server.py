@@ -17,6 +17,7 @@ deadline and the soft outbox limit), and exit when the outbox is empty.
 import gc
 import logging
 import time
+from collections import Counter
 
 import gevent
 from gevent.pool import Pool
@@ -115,6 +116,16 @@ class ChatServer:
         self.peak_users = 0  #: most members seen at once (IRC's LUSERS)
         self._flush_scheduled = False
         self._sweeper = None
+        # Plain counters that chatroom/metrics.py reads at scrape time: bumped once per read, per
+        # send or per connection event, never per recipient of a message.
+        self.bytes_in = 0  #: bytes read from clients
+        self.lines_in = 0  #: lines framed from them (over-long ones included)
+        self.bytes_out = 0  #: bytes the kernel took for them
+        self.frames_out = 0  #: frames (lines, or a shared multi-line reply) handed to their sockets
+        self.connects = Counter()  #: client class -> connections accepted
+        self.disconnects = Counter()  #: reason (without a QUIT's text) -> connections closed
+        self.evictions = Counter()  #: reason -> clients the registry dropped (slow, stuck)
+        self.refusals = Counter()  #: reason -> connections refused at accept
         self.recv_size = max(4096, min(RECV_SIZE, self.registry.outbox_limit // 8))
         # The pool bounds handler greenlets (set-up and first read) of every listener; the
         # client count itself is enforced in accept(), so excess connections hear why.
@@ -148,6 +159,7 @@ class ChatServer:
             refusal = "too-many-connections"
         if refusal is not None:
             log.warning("Refused %s: %s", client_id, refusal)
+            self.refusals[refusal] += 1
             self._send_last_words(sock, client_class.refusal(self, refusal))
             sock.close()
             return False
@@ -157,6 +169,7 @@ class ChatServer:
         client = client_class(client_id, sock, address, watcher, self)
         self.clients[client] = None
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        self.connects[client_class] += 1
         log.info("Connection has been established with %s", client_id)
         client.start(self)
         self._read(client)
@@ -178,6 +191,7 @@ class ChatServer:
         try:
             data = client.sock.recv(self.recv_size)
             if data:
+                self.bytes_in += len(data)
                 client.last_seen = self.loop.now()
                 client.ping_sent = 0.0
                 reason = self._run_chunk(client, data)
@@ -208,7 +222,9 @@ class ChatServer:
         run = client.run_line
         flood = self.flood_rate
         reason = None
-        for line in client.framer.feed(data):
+        lines = client.framer.feed(data)
+        self.lines_in += len(lines)
+        for line in lines:
             if type(line) is bytes:
                 if flood:
                     reason = self._flood_check(client)
@@ -289,6 +305,7 @@ class ChatServer:
         """Take ``client`` out of the chat, give it its last bytes and ``BYE``, close its socket."""
         if not self._forget(client):
             return
+        self.disconnects[reason.partition(":")[0]] += 1  # "quit: <text>" counts as "quit"
         client.watcher.stop()
         self.registry.remove(client, reason, announce=not self.stopping)
         client.gone = reason
@@ -309,6 +326,8 @@ class ChatServer:
             return
         if not self._forget(client):
             return
+        self.evictions[reason] += 1
+        self.disconnects[reason] += 1
         log.warning("Dropped %s: %s (%d bytes queued)", client.id, reason, client.queued)
         if not client.pending:  # only at a line boundary, or the BYE would end someone's line
             self._send_last_words(client.sock, client.bye(self, reason))
@@ -359,13 +378,17 @@ class ChatServer:
     def _send_some(self, client):
         """Send what the kernel takes now; start a writer for the rest. Never waits."""
         sock = client.sock
+        box = client.outbox
         while True:
+            frames = len(box)
             data = _take(client)
+            self.frames_out += frames - len(box)
             try:
                 sent = sock.send(data, 0, 0.0)
             except BlockingIOError:
                 sent = 0
             client.queued -= sent
+            self.bytes_out += sent
             if sent < len(data):
                 client.pending = memoryview(data)[sent:]
                 client.blocked = True
@@ -413,13 +436,16 @@ class ChatServer:
                             client.pending = None
                             client.soft_since = None
                             return
+                        frames = len(client.outbox)
                         data = memoryview(_take(client))
+                        self.frames_out += frames - len(client.outbox)
                     try:
                         sent = sock.send(data, 0, 0.0)
                     except BlockingIOError:
                         sent = 0
                     if sent:
                         progress = clock()
+                        self.bytes_out += sent
                     client.queued -= sent
                     client.pending = data[sent:]
                     if sent < len(data):
