@@ -423,14 +423,14 @@ class ClusterRegistry(Registry):
         entries = [(self._stamps.get(m.id, 0.0), m.name) for m in room.members] if room else []
         entries.extend(remote)
         entries.sort(key=lambda entry: entry[0])
-        self.send(member, native.format_who(room_name, [name for _, name in entries]))
+        self.reply(member, native.format_who(room_name, [name for _, name in entries]))
 
     def list_rooms(self, member):
         remote = self.link.room_counts()
         counts = {r.name: len(r.members) for r in self.rooms.values()}
         for name, n in remote:
             counts[name] = counts.get(name, 0) + n
-        self.send(member, native.format_rooms(counts.items()))
+        self.reply(member, native.format_rooms(counts.items()))
 
     # -- membership in Redis, written in the same order as the events ------------------------------
 
@@ -476,7 +476,7 @@ class ClusterRegistry(Registry):
                 node, _, member_id = arg.decode("utf-8", "replace").partition("/")
                 target = self.ids.get(member_id) if node == self.node else None
                 if target is not None:
-                    self.send(target, data)
+                    self.reply(target, data)
                 continue
             if kind == REAPED:
                 node, _, arg = arg.partition(b"/")
@@ -522,7 +522,7 @@ class ClusterRegistry(Registry):
         self._store(member, member.id)
         self._announce(member, member.joined(), "nick", old, old_prefix)
         self._publish_presence(member, native.format_nick(old, member.id))
-        self.send(member, format_notice(
+        self.reply(member, format_notice(
             "nick-lost", f"nickname '{old}' was taken on another server while this one was cut off"))
         log.warning("Nickname %s of %s lost to another node", old, member_id)
 

@@ -18,6 +18,7 @@ EVENT_CAPS = frozenset({"server-time", "message-tags", "echo-message", "away-not
 
 class Encoder:
     per_room = False  # a change of a member reaches each IRC client once, not once per room
+    wrap = None  # lines go on the wire as they are (see native.Encoder.wrap)
 
     def __init__(self, caps):
         self.caps = caps

@@ -36,12 +36,12 @@ class NativeClient(Client):
             elif name == "ROOMS":
                 registry.list_rooms(self)
             elif name == "PING":
-                registry.send(self, native.format_pong(*cmd.args))
+                registry.reply(self, native.format_pong(*cmd.args))
             elif name == "QUIT":
                 return "quit: " + cmd.args[0] if cmd.args else "quit"
             # PONG: any line proves liveness; nothing more to do.
         except native.ProtocolError as err:
-            registry.send(self, err.to_bytes())
+            registry.reply(self, err.to_bytes())
         return None
 
     def line_too_long(self, server, size):

@@ -96,6 +96,9 @@ class ChatServer:
     ping_timeout = settings.default("ping-timeout")
     shutdown_timeout = settings.default("shutdown-timeout")
     server_name = settings.default("server-name")
+    web_origins = None  #: origins a WebSocket handshake may come from; None: the listener's own
+    web_any_origin = False  #: --web-origin '*': any origin
+    web_max_message = settings.default("web-max-message")
     motd = None  #: the IRC message of the day, a list of lines, or None
 
     def __init__(self, registry=None, **tunables):
@@ -162,6 +165,26 @@ class ChatServer:
         self._read(client)
         return True
 
+    def upgrade(self, old, new, data=b""):
+        """``old``'s connection goes on as ``new`` (an HTTP request upgraded to a WebSocket).
+
+        ``new`` has ``old``'s socket and read watcher; ``old`` was never in the registry and is
+        now closed to the transport (its reader stops), and the limits count ``new`` instead.
+        ``data``: bytes that came after the request, ``new``'s first. Returns a disconnect
+        reason for ``new``, or None.
+        """
+        old.closing = True
+        old.gone = "upgraded"
+        self.clients.pop(old, None)
+        self.clients[new] = None
+        new.start(self)
+        reason = self._run_chunk(new, data) if data else None
+        if reason is not None:
+            gevent.spawn(self._close, new, reason)
+        elif not new.closing:
+            new.watcher.start(self._on_readable, new)
+        return reason
+
     def _on_readable(self, client):
         """Read watcher callback, in the hub: bytes (or EOF) wait; start a reader greenlet."""
         client.watcher.stop()
@@ -214,10 +237,11 @@ class ChatServer:
                 if reason is not None:
                     return reason
             elif isinstance(line, LineTooLong):
-                self.registry.send(client, client.line_too_long(self, line.size))
+                self.registry.reply(client, client.line_too_long(self, line.size))
             else:
-                self.registry.send(client, client.no_line_end(self))
-                return "no-line-end"
+                reason = client.on_event(self, line)
+                if reason is not None:
+                    return reason
             if client.closing:
                 return client.gone or "disconnected"
         return None
@@ -237,7 +261,7 @@ class ChatServer:
         client.strikes = strikes
         if strikes > self.flood_burst * FLOOD_STRIKES_PER_BURST:
             return "flood"
-        self.registry.send(client, client.rate_limited(self, rate))
+        self.registry.reply(client, client.rate_limited(self, rate))
         return "dropped"
 
     def _sweep(self):
@@ -254,7 +278,7 @@ class ChatServer:
                         gevent.spawn(self._close, client, "ping-timeout")
                 elif now - client.last_seen > idle:
                     client.ping_sent = now
-                    self.registry.send(client, client.ping(self, str(int(now))))
+                    self.registry.reply(client, client.ping(self, str(int(now))))
 
     def _forget(self, client):
         """Count ``client`` out of the connection limits; the first call does it, later ones nothing."""
