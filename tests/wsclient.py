@@ -83,8 +83,15 @@ class WsClient:
     """One WebSocket connection to the web listener on ``port``."""
 
     def __init__(self, port, subprotocols=(NATIVE,), origin=None, hello=True, timeout=WAIT,
-                 binary=False):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+                 binary=False, rcvbuf=None):
+        if rcvbuf is None:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        else:  # a small receive window, set before the connection is made, so a stop shows soon
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)  # loopback's is 64 KiB
+            self.sock.settimeout(timeout)
+            self.sock.connect(("127.0.0.1", port))
         self.timeout = timeout
         self.binary = binary
         self.ws = WSConnection(ConnectionType.CLIENT)

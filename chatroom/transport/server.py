@@ -16,6 +16,7 @@ deadline and the soft outbox limit), and exit when the outbox is empty.
 
 import gc
 import logging
+import socket
 import time
 
 import gevent
@@ -152,7 +153,7 @@ class ChatServer:
         if refusal is not None:
             log.warning("Refused %s: %s", client_id, refusal)
             self._send_last_words(sock, client_class.refusal(self, refusal))
-            sock.close()
+            self._linger_close(sock)
             return False
         tune_socket(sock)
         sock.settimeout(0.0)  # every read and write is non-blocking; waits are explicit
@@ -327,6 +328,25 @@ class ChatServer:
         client.watcher.stop()
         client.watcher.close()
         client.sock.close()
+
+    @staticmethod
+    def _linger_close(sock):
+        """Close a refused connection after its peer has read the refusal.
+
+        Closing a socket that holds unread bytes (a request the client sent at once) resets the
+        connection, and a reset can destroy the refusal before the client reads it. So: end our
+        side, discard what the peer sends until it closes too, for at most CLOSE_LINGER seconds.
+        """
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(CLOSE_LINGER)
+            with gevent.Timeout(CLOSE_LINGER, False):
+                while sock.recv(4096):
+                    pass
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     @staticmethod
     def _send_last_words(sock, data):
