@@ -7,7 +7,7 @@ a room holds a handful of groups at most and each event is encoded once per grou
 returns the whole line as bytes, or None where that client is not to hear of the event.
 """
 
-from .irc import format_message, format_time, room_to_channel
+from .irc import fit_line, format_message, format_time, room_to_channel
 
 # Methods that carry a message get ``stamp``: ``(time, msgid)``, from ``Registry.stamp()``.
 
@@ -44,12 +44,12 @@ class Encoder:
         return out
 
     def msg(self, room, sender, text, stamp, notice, tags):
-        return format_message("NOTICE" if notice else "PRIVMSG", room_to_channel(room.name), text,
-                              source=sender.prefix, tags=self._tags(stamp, tags))
+        return fit_line(format_message("NOTICE" if notice else "PRIVMSG", room_to_channel(room.name),
+                                       text, source=sender.prefix, tags=self._tags(stamp, tags)))
 
     def tell(self, sender, target, text, stamp, notice, tags):
-        return format_message("NOTICE" if notice else "PRIVMSG", target.ircnick, text,
-                              source=sender.prefix, tags=self._tags(stamp, tags))
+        return fit_line(format_message("NOTICE" if notice else "PRIVMSG", target.ircnick, text,
+                                       source=sender.prefix, tags=self._tags(stamp, tags)))
 
     def tagmsg(self, room, sender, target, stamp, tags):
         if not self.message_tags:

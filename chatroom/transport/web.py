@@ -145,7 +145,8 @@ class HttpClient(Client):
             registry.send(self, ws.http_error(request.status, "Bad Request", request.text))
             return "refused"
         path = request.target.split("?", 1)[0]
-        if path == WS_PATH:
+        if path == WS_PATH or "websocket" in request.headers.get("upgrade", "").lower():
+            # /ws always; another path when it asks for a WebSocket (IRC clients open "/")
             return self._upgrade(server, request)
         if request.method not in ("GET", "HEAD"):
             registry.send(self, ws.http_error(405, "Method Not Allowed", "GET only",
