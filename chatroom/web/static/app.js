@@ -163,7 +163,8 @@
         if (where === room && who !== me) {
           members = members.filter((m) => m !== who);
           renderMembers();
-          event(who + " left" + (reason ? " (" + reason + ")" : ""));
+          event(who + (reason === "join" ? " went to another room" :
+                       " left" + (reason ? " (" + reason + ")" : "")));
         }
         refreshRooms();
         break;
