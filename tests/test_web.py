@@ -53,6 +53,12 @@ def test_the_page_and_its_files_are_served(web):
     assert http_exchange(web.web_port, b"GET /../settings.py HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 404
 
 
+def test_junk_and_huge_request_heads_are_refused(web):
+    assert http_exchange(web.web_port, b"\x16\x03\x01 not http\r\n\r\n")[0] == 400
+    status, _, _ = http_exchange(web.web_port, b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
+    assert status in (400, 431)  # h11 says which
+
+
 def test_handshake_agrees_on_the_native_subprotocol(web, ws_clients):
     c = ws_clients(web)
     assert c.subprotocol == NATIVE

@@ -11,6 +11,7 @@ the same kind; their direct replies go through ``registry.reply``, which frames 
 """
 
 import logging
+from http import HTTPStatus
 from pathlib import Path
 
 from ..codec import irc, irc_events, native
@@ -142,7 +143,8 @@ class HttpClient(Client):
         done), or None once it became a WebSocket client."""
         registry = server.registry
         if isinstance(request, ws.BadRequest):
-            registry.send(self, ws.http_error(request.status, "Bad Request", request.text))
+            registry.send(self, ws.http_error(request.status, HTTPStatus(request.status).phrase,
+                                              request.text))
             return "refused"
         path = request.target.split("?", 1)[0]
         if path == WS_PATH or "websocket" in request.headers.get("upgrade", "").lower():
