@@ -486,7 +486,7 @@ class ClusterRegistry(Registry):
             if room is None:
                 continue
             if kind == MSG or len(room.members) <= self.presence_limit:
-                self._fanout(room.members, data)
+                self.relay_lines(room, data)
 
     def snapshot(self):
         """This node's members for a rewrite: ``(ids, rooms, room_hashes)``.
@@ -544,7 +544,7 @@ class ClusterRegistry(Registry):
             for left, (member_id, name) in enumerate(gone, 1):
                 data = native.format_part(room_name, name, "disconnected")
                 if local is not None and len(local.members) <= self.presence_limit:
-                    self._fanout(local.members, data)
+                    self.relay_lines(local, data)
                 if len(gone) - left < self.presence_limit:
                     self.link.publish(REAPED, f"{node}/{room_name}", data)
                 owners.append((nick_key(name.casefold()), f"{node} {member_id} "))

@@ -388,6 +388,13 @@ class Registry:
         wrap = member.encoder.wrap
         self._fanout((member,), data if wrap is None else wrap(data))
 
+    def relay_lines(self, room, data):
+        """Queue ``data`` (native protocol lines) to everyone in ``room``: as they are, or framed
+        once for each encoder that frames (WebSocket) present."""
+        for encoder, members in room.fan:
+            wrap = encoder.wrap
+            self._fanout(members, data if wrap is None else wrap(data))
+
     def broadcast_all(self, data):
         """Queue ``data`` (lines) to every member (server notices, shutdown)."""
         plain = []
