@@ -59,6 +59,14 @@ def test_junk_and_huge_request_heads_are_refused(web):
     assert status in (400, 431)  # h11 says which
 
 
+def test_a_request_head_that_never_ends_is_cut_off(start_server):
+    server = web_server(start_server, "--ping-timeout", "0.5")
+    with socket.create_connection(("127.0.0.1", server.web_port), WAIT) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
+        assert sock.recv(100) == b""
+    server.wait_for(r"Connection closed with 127\.0\.0\.1:\d+ \(request-timeout\)")
+
+
 def test_handshake_agrees_on_the_native_subprotocol(web, ws_clients):
     c = ws_clients(web)
     assert c.subprotocol == NATIVE

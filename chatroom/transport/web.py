@@ -14,6 +14,8 @@ import logging
 from http import HTTPStatus
 from pathlib import Path
 
+import gevent
+
 from ..codec import irc, irc_events, native
 from ..codec import websocket as ws
 from .connection import Client
@@ -114,9 +116,14 @@ class _HttpFramer:
 
 
 class HttpClient(Client):
-    """A web connection before (or instead of) a WebSocket: one HTTP request, one answer."""
+    """A web connection before (or instead of) a WebSocket: one HTTP request, one answer.
 
-    __slots__ = ()
+    Its request must be whole within ``--ping-timeout`` seconds of connecting, so a client that
+    trickles a request head (slowloris) holds its slot no longer than one that never answers a
+    PING does.
+    """
+
+    __slots__ = ("timer",)
     protocol_name = "Web"
 
     @classmethod
@@ -127,7 +134,13 @@ class HttpClient(Client):
         return _HttpFramer()
 
     def start(self, server):
-        pass  # not a member until its handshake passes
+        # Not a member until its handshake passes; until its request is whole, on a deadline.
+        self.timer = server.loop.timer(server.ping_timeout)
+        self.timer.start(self._too_slow, server)
+
+    def _too_slow(self, server):
+        if not self.closing:
+            gevent.spawn(server._close, self, "request-timeout")
 
     def run_line(self, server, line):
         return None
@@ -141,6 +154,7 @@ class HttpClient(Client):
     def on_event(self, server, request):
         """Answer the request; returns the disconnect reason ``served`` or ``refused`` (HTTP
         done), or None once it became a WebSocket client."""
+        self.timer.stop()
         registry = server.registry
         if isinstance(request, ws.BadRequest):
             registry.send(self, ws.http_error(request.status, HTTPStatus(request.status).phrase,
