@@ -223,7 +223,8 @@ class WebSocketMixin:
             server.registry.send(self, event.data)
             return None
         if event.reason is None:  # the client closed: answer its close frame, then hang up
-            server._send_last_words(self.sock, event.data)
+            if not self.pending:  # not in the middle of a frame the socket half took
+                server._send_last_words(self.sock, event.data)
             return "disconnected"
         return event.reason
 
