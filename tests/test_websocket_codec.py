@@ -110,3 +110,17 @@ def test_frame_reader_refuses_unmasked_frames():
 def test_frame_reader_answers_a_close():
     [close] = ws.FrameReader(100).feed(client_frame(0x8, struct.pack("!H", 1001)))
     assert (close.code, close.reason, close.data) == (1001, None, b"\x88\x02\x03\xe8")
+
+
+def test_every_encoder_event_is_framed_for_websocket():
+    """An event method added to an encoder and not to transport.web.EVENTS would reach
+    WebSocket clients unframed."""
+    from chatroom.codec import irc_events, native
+    from chatroom.transport.web import EVENTS, NATIVE_ENCODER, irc_encoder_for
+
+    for cls in (native.Encoder, irc_events.Encoder):
+        events = {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
+        assert events <= set(EVENTS), events - set(EVENTS)
+    assert NATIVE_ENCODER.wrap(b"PONG\n") == b"\x81\x04PONG"
+    assert irc_encoder_for({"server-time"}, True) is irc_encoder_for({"server-time", "cap-notify"}, True)
+    assert irc_encoder_for((), True).wrap(b"PING x\r\n") == b"\x82\x06PING x"
