@@ -6,6 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 CLUSTER_ARGS ?=
+WS_ARGS ?=
 
 .PHONY: run test soak bench venv clean
 
@@ -28,6 +29,7 @@ soak: venv
 bench: venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) benchmarks/ws_bench.py $(WS_ARGS)
 	@if command -v redis-server >/dev/null; then $(PY) benchmarks/cluster_bench.py $(CLUSTER_ARGS); \
 	else echo "redis-server not installed: cluster benchmark skipped (see docs/cluster.md)"; fi
 

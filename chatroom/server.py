@@ -87,7 +87,11 @@ def make_server(args):
         shutdown_timeout=args.shutdown_timeout,
         server_name=args.server_name,
         motd=_read_motd(args.motd),
+        web_max_message=args.web_max_message,
     )
+    origins = [o.strip().rstrip("/") for o in (args.web_origin or "").split(",") if o.strip()]
+    server.web_any_origin = "*" in origins
+    server.web_origins = frozenset(origins) if origins and "*" not in origins else None
 
     def address(port):
         if args.reuse_port:
@@ -99,6 +103,10 @@ def make_server(args):
         from .transport.irc import IrcClient
 
         server.listen(address(args.irc_port), IrcClient)
+    if args.web_port is not None:
+        from .transport.web import HttpClient
+
+        server.listen(address(args.web_port), HttpClient)
     return server
 
 

@@ -82,6 +82,12 @@ SETTINGS = (
             "'Listening on ...')", _port, group="listen"),
     Setting("irc-port", None, "IRC listener's TCP port (6667 by convention); 0 picks a free one; "
             "none: no IRC listener", _port, metavar="PORT", group="listen"),
+    Setting("web-port", None, "HTTP listener serving the web client at / and WebSocket at /ws; "
+            "0 picks a free one (printed in 'Web listening on ...'); none: no web listener", _port,
+            metavar="PORT", group="listen"),
+    Setting("web-origin", None, "comma-separated origins (scheme://host:port) whose pages may open "
+            "a WebSocket, * for any; none: only the web listener's own", metavar="ORIGINS",
+            group="listen"),
     Setting("reuse-port", False, "bind with SO_REUSEPORT so several servers share the ports",
             bool, group="listen"),
     # -- limits -------------------------------------------------------------------------------
@@ -102,6 +108,8 @@ SETTINGS = (
     Setting("idle-timeout", 120.0, "seconds of silence before the server sends PING, 0 = never",
             float),
     Setting("ping-timeout", 30.0, "seconds to wait for an answer to PING", float),
+    Setting("web-max-message", 16384, "longest WebSocket message in bytes, however many frames "
+            "it comes in; a longer one closes the connection (1009)", int),
     Setting("presence-limit", 200, "rooms larger than this do not announce JOIN/PART/NICK", int),
     Setting("shutdown-timeout", 5.0, "seconds a shutdown waits for clients to take their last "
             "bytes", float),

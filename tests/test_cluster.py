@@ -104,6 +104,26 @@ def test_clients_on_different_nodes_chat_in_one_room(node, clients):
     assert not [line for line in c.sync() if line.startswith("MSG")]  # c stayed in lobby
 
 
+def test_web_clients_on_different_nodes_get_frames(node, clients):
+    from wsclient import WsClient
+
+    n1, n2 = node("n1", "--web-port", "0"), node("n2")
+    port = int(n1.wait_for(r"Web listening on 127\.0\.0\.1:(\d+)").group(1))
+    w = WsClient(port)
+    try:
+        b = clients(n2)
+        b.send("SEND hello from n2")
+        assert w.expect("MSG ") == f"MSG lobby {b.id} hello from n2"
+        b.send(f"TELL {w.id} just you")
+        assert w.expect("TELL ") == f"TELL {b.id} just you"
+        w.send("SEND and back")
+        assert b.expect("MSG ") == f"MSG lobby {w.id} and back"
+        w.send("WHO")
+        assert sorted(w.expect("WHO ").split()[2:]) == sorted([w.id, b.id])
+    finally:
+        w.close()
+
+
 def test_tell_crosses_nodes(node, clients):
     n1, n2 = node("n1"), node("n2")
     ann, b = named(clients, n1, "ann"), clients(n2)

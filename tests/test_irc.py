@@ -848,7 +848,10 @@ def test_overlong_line_gets_417_and_the_connection_stays(irc_server, irc):
     head = "PRIVMSG #dev :"
     longest = "a" * (510 - len(head))  # 510 bytes and CRLF: exactly 512
     alice.send(head + longest)
-    assert bob.recv().raw == f":alice!~alice@127.0.0.1 PRIVMSG #dev {longest}\r\n".encode()
+    # Relayed with its source the line would pass 512 bytes: it is cut there, as text.
+    relayed = f":alice!~alice@127.0.0.1 PRIVMSG #dev :{longest}"[:510]
+    assert len(relayed) == 510 and relayed.endswith("a")
+    assert bob.recv().raw == f"{relayed}\r\n".encode()
     alice.send(head + longest + "b")
     assert alice.recv().raw == b":chatroom.local 417 alice :Input line was too long\r\n"
     alice.send(head + "x" * 2000)

@@ -757,3 +757,14 @@ def test_guest_nick_re_matches_exactly_what_nick_to_id_maps(nick):
     assert (client_id is not None) == bool(irc.GUEST_NICK_RE.match(nick))
     if client_id is not None:
         assert irc.id_to_nick(client_id) == irc.casefold(nick)
+
+
+def test_fit_line_cuts_a_relayed_message_to_512_bytes_at_a_character_boundary():
+    from chatroom.codec.irc import fit_line
+
+    assert fit_line(b":a PRIVMSG b x\r\n") == b":a PRIVMSG b x\r\n"
+    cut = fit_line(b":a!b@c PRIVMSG b " + b"x" * 600 + b"\r\n")
+    assert cut == b":a!b@c PRIVMSG b :" + b"x" * (510 - 18) + b"\r\n"  # the cut word marked as text
+    cut = fit_line(b"@t=1 :a!b@c PRIVMSG b :" + "\u00e9".encode() * 600 + b"\r\n")
+    assert len(cut) - len(b"@t=1 ") <= 512
+    cut.decode("utf-8")  # no character cut in half

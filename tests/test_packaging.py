@@ -54,7 +54,7 @@ def test_pip_install_gives_the_commands_and_package_data(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=NOT_COPIED)
     static = src / "chatroom" / "web" / "static"
-    static.mkdir(parents=True)
+    static.mkdir(parents=True, exist_ok=True)
     (static / "probe.css").write_text("body {}\n")
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)
@@ -71,3 +71,4 @@ def test_pip_install_gives_the_commands_and_package_data(tmp_path):
     assert versions.split() == [chatroom.__version__] * 2
     installed = __import__("pathlib").Path(where).parent
     assert (installed / "web" / "static" / "probe.css").read_text() == "body {}\n"
+    assert (installed / "web" / "static" / "index.html").is_file()  # the web client ships

@@ -302,14 +302,14 @@ class ClusterRegistry(Registry):
                    if room else [])
         entries.extend(remote)
         entries.sort(key=lambda entry: entry[0])
-        self.send(member, native.format_who(room_name, [name for _, name in entries]))
+        self.reply(member, native.format_who(room_name, [name for _, name in entries]))
 
     def list_rooms(self, member):
         remote = self.link.room_counts()
         counts = {r.name: len(r.members) for r in self.rooms.values()}
         for name, n in remote:
             counts[name] = counts.get(name, 0) + n
-        self.send(member, native.format_rooms(counts.items()))
+        self.reply(member, native.format_rooms(counts.items()))
 
     # -- membership in Redis, written in the same order as the events ------------------------------
 
@@ -470,16 +470,15 @@ class ClusterRegistry(Registry):
                          "until it is back")
 
     def _notify(self, members, code, text):
-        """A cluster notice to ``members``, each in its protocol: native members share one
-        ``NOTICE <code> <text>`` line (docs/protocol.md); IRC ones get a server ``NOTICE``."""
-        natives = []
+        """A cluster notice to ``members``, each in its protocol: native members get
+        ``NOTICE <code> <text>`` (docs/protocol.md), IRC ones a server ``NOTICE``; framed for
+        those on WebSocket."""
+        line = format_notice(code, text)
         for m in members:
-            if m.encoder is native.ENCODER:
-                natives.append(m)
+            if isinstance(m.encoder, native.Encoder):
+                self.reply(m, line)
             else:
-                self.send(m, irc.format_message("NOTICE", m.ircnick, f"*** {code}: {text}"))
-        if natives:
-            self._fanout(natives, format_notice(code, text))
+                self.reply(m, irc.format_message("NOTICE", m.ircnick, f"*** {code}: {text}"))
 
 
 def _stamp(value):

@@ -231,6 +231,26 @@ def format_message(command, *params, source=None, tags=None):
     return line.encode("utf-8") + b"\r\n"
 
 
+def fit_line(data, max_body=MAX_BODY):
+    """``data`` (a whole message ending in CRLF) with its body cut to ``max_body`` bytes.
+
+    The body is all but the tag section: a relayed message whose source prefix makes it longer
+    than IRC's 512 bytes is cut at a character boundary, as other servers do, rather than sent
+    whole to clients that may not take it.
+    """
+    start = data.find(b" ") + 1 if data[:1] == b"@" else 0
+    if len(data) - 2 - start <= max_body:
+        return data
+    body = data[start:-2]
+    if b" :" not in body:  # a one-word last parameter: cut, it is text, so mark it as such
+        space = body.rfind(b" ") + 1
+        body = body[:space] + b":" + body[space:]
+    end = max_body
+    while end > 0 and (body[end] & 0xC0) == 0x80:  # not inside a UTF-8 sequence
+        end -= 1
+    return data[:start] + body[:end] + b"\r\n"
+
+
 _second = (None, "")  # the last whole second formatted by format_time, and its text
 
 

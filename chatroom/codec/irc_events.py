@@ -7,7 +7,7 @@ a room holds a handful of groups at most and each event is encoded once per grou
 returns the whole line as bytes, or None where that client is not to hear of the event.
 """
 
-from .irc import format_message, format_time, room_to_channel
+from .irc import fit_line, format_message, format_time, room_to_channel
 
 # Methods that carry a message get ``stamp``: ``(time, msgid)``, from ``Registry.stamp()``.
 
@@ -18,6 +18,7 @@ EVENT_CAPS = frozenset({"server-time", "message-tags", "echo-message", "away-not
 
 class Encoder:
     per_room = False  # a change of a member reaches each IRC client once, not once per room
+    wrap = None  # lines go on the wire as they are (see native.Encoder.wrap)
 
     def __init__(self, caps):
         self.caps = caps
@@ -43,8 +44,8 @@ class Encoder:
         return out
 
     def msg(self, room, sender, text, stamp, notice, tags):
-        return format_message("NOTICE" if notice else "PRIVMSG", room_to_channel(room.name), text,
-                              source=sender.prefix, tags=self._tags(stamp, tags))
+        return fit_line(format_message("NOTICE" if notice else "PRIVMSG", room_to_channel(room.name),
+                                       text, source=sender.prefix, tags=self._tags(stamp, tags)))
 
     def msg_batch(self, room, sender, texts, stamps):
         if stamps is None:
@@ -53,8 +54,8 @@ class Encoder:
                         for text, stamp in zip(texts, stamps))
 
     def tell(self, sender, target, text, stamp, notice, tags):
-        return format_message("NOTICE" if notice else "PRIVMSG", target.ircnick, text,
-                              source=sender.prefix, tags=self._tags(stamp, tags))
+        return fit_line(format_message("NOTICE" if notice else "PRIVMSG", target.ircnick, text,
+                                       source=sender.prefix, tags=self._tags(stamp, tags)))
 
     def tagmsg(self, room, sender, target, stamp, tags):
         if not self.message_tags:

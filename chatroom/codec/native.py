@@ -202,6 +202,8 @@ class Encoder:
 
     per_room = True
     echo = False
+    #: Frames a member's own lines (registry.reply); None: they go on the wire as they are.
+    wrap = None
     stamped = False  # protocol v1 shows no message times or ids
 
     def msg(self, room, sender, text, stamp, notice, tags):

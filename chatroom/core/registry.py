@@ -171,7 +171,7 @@ class Registry:
             member._prefix = None
         self.ids[member.id] = member
         if greeting is not None:
-            self.send(member, greeting)
+            self.reply(member, greeting)
         if room is not None:
             self._enter(member, room)
 
@@ -377,21 +377,43 @@ class Registry:
         room = member.room
         if room.who_line is None:
             room.who_line = native.format_who(room.name, [m.name for m in room.members])
-        self.send(member, room.who_line)
+        self.reply(member, room.who_line)
 
     def list_rooms(self, member):
         if self.rooms_line is None:
             counts = [(r.name, len(r.members)) for r in self.rooms.values()]
             self.rooms_line = native.format_rooms(counts)
-        self.send(member, self.rooms_line)
+        self.reply(member, self.rooms_line)
 
     def send(self, member, data):
-        """Queue ``data`` (bytes) to one member."""
+        """Queue ``data`` (bytes, ready for its wire: an encoder's output) to one member."""
         self._fanout((member,), data)
 
+    def reply(self, member, data):
+        """Queue ``data``, lines of the member's own protocol (an error, a pong, a numeric).
+
+        A member whose encoder frames its lines (WebSocket) gets them framed; for the others
+        ``wrap`` is None and this is :meth:`send`.
+        """
+        wrap = member.encoder.wrap
+        self._fanout((member,), data if wrap is None else wrap(data))
+
+    def relay_lines(self, room, data):
+        """Queue ``data`` (native protocol lines) to everyone in ``room``: as they are, or framed
+        once for each encoder that frames (WebSocket) present."""
+        for encoder, members in room.fan:
+            wrap = encoder.wrap
+            self._fanout(members, data if wrap is None else wrap(data))
+
     def broadcast_all(self, data):
-        """Queue ``data`` to every member (server notices, shutdown)."""
-        self._fanout(list(self.ids.values()), data)
+        """Queue ``data`` (lines) to every member (server notices, shutdown)."""
+        plain = []
+        for member in self.ids.values():
+            if member.encoder.wrap is None:
+                plain.append(member)
+            else:
+                self.reply(member, data)
+        self._fanout(plain, data)
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -59,6 +59,15 @@ class Client(Member):
     def line_too_long(self, server, size):
         raise NotImplementedError
 
+    def on_event(self, server, event):
+        """The framer gave something other than a line: a line framer's only such thing is its
+        no-line-end verdict; a WebSocket's are its handshake and control frames. Returns a
+        disconnect reason, or None to go on."""
+        words = self.no_line_end(server)
+        if words is not None:
+            server.registry.reply(self, words)
+        return "no-line-end"
+
     def no_line_end(self, server):
         raise NotImplementedError
 

@@ -57,12 +57,12 @@ class NativeClient(Client):
             elif name == "ROOMS":
                 registry.list_rooms(self)
             elif name == "PING":
-                registry.send(self, native.format_pong(*cmd.args))
+                registry.reply(self, native.format_pong(*cmd.args))
             elif name == "QUIT":
                 return "quit: " + cmd.args[0] if cmd.args else "quit"
             # PONG: any line proves liveness; nothing more to do.
         except native.ProtocolError as err:
-            registry.send(self, err.to_bytes())
+            registry.reply(self, err.to_bytes())
         return None
 
     def run_batch(self, server):
@@ -89,7 +89,7 @@ class NativeClient(Client):
                         raise native.ProtocolError("missing-argument", "usage: SEND <text>")
                     registry.say(self, native.check_text(native.decode(raw)))
                 except native.ProtocolError as err:
-                    registry.send(self, err.to_bytes())
+                    registry.reply(self, err.to_bytes())
             return
         registry.say_batch(self, text.split("\n"))
 

@@ -16,6 +16,7 @@ deadline and the soft outbox limit), and exit when the outbox is empty.
 
 import gc
 import logging
+import socket
 import time
 from collections import Counter
 
@@ -97,6 +98,9 @@ class ChatServer:
     ping_timeout = settings.default("ping-timeout")
     shutdown_timeout = settings.default("shutdown-timeout")
     server_name = settings.default("server-name")
+    web_origins = None  #: origins a WebSocket handshake may come from; None: the listener's own
+    web_any_origin = False  #: --web-origin '*': any origin
+    web_max_message = settings.default("web-max-message")
     motd = None  #: the IRC message of the day, a list of lines, or None
 
     def __init__(self, registry=None, **tunables):
@@ -161,7 +165,7 @@ class ChatServer:
             log.warning("Refused %s: %s", client_id, refusal)
             self.refusals[refusal] += 1
             self._send_last_words(sock, client_class.refusal(self, refusal))
-            sock.close()
+            self._linger_close(sock)
             return False
         tune_socket(sock)
         sock.settimeout(0.0)  # every read and write is non-blocking; waits are explicit
@@ -174,6 +178,26 @@ class ChatServer:
         client.start(self)
         self._read(client)
         return True
+
+    def upgrade(self, old, new, data=b""):
+        """``old``'s connection goes on as ``new`` (an HTTP request upgraded to a WebSocket).
+
+        ``new`` has ``old``'s socket and read watcher; ``old`` was never in the registry and is
+        now closed to the transport (its reader stops), and the limits count ``new`` instead.
+        ``data``: bytes that came after the request, ``new``'s first. Returns a disconnect
+        reason for ``new``, or None.
+        """
+        old.closing = True
+        old.gone = "upgraded"
+        self.clients.pop(old, None)
+        self.clients[new] = None
+        new.start(self)
+        reason = self._run_chunk(new, data) if data else None
+        if reason is not None:
+            gevent.spawn(self._close, new, reason)
+        elif not new.closing:
+            new.watcher.start(self._on_readable, new)
+        return reason
 
     def _on_readable(self, client):
         """Read watcher callback, in the hub: bytes (or EOF) wait; start a reader greenlet."""
@@ -239,13 +263,11 @@ class ChatServer:
             else:
                 client.run_batch(self)
                 if isinstance(line, LineTooLong):
-                    self.registry.send(client, client.line_too_long(self, line.size))
+                    self.registry.reply(client, client.line_too_long(self, line.size))
                 else:
-                    words = client.no_line_end(self)
-                    if words is not None:
-                        self.registry.send(client, words)
-                    reason = "no-line-end"
-                    break
+                    reason = client.on_event(self, line)
+                    if reason is not None:
+                        break
             if client.closing:
                 reason = client.gone or "disconnected"
                 break
@@ -268,7 +290,7 @@ class ChatServer:
         if strikes > self.flood_burst * FLOOD_STRIKES_PER_BURST:
             return "flood"
         client.run_batch(self)
-        self.registry.send(client, client.rate_limited(self, rate))
+        self.registry.reply(client, client.rate_limited(self, rate))
         return "dropped"
 
     def _sweep(self):
@@ -285,7 +307,7 @@ class ChatServer:
                         gevent.spawn(self._close, client, "ping-timeout")
                 elif now - client.last_seen > idle:
                     client.ping_sent = now
-                    self.registry.send(client, client.ping(self, str(int(now))))
+                    self.registry.reply(client, client.ping(self, str(int(now))))
 
     def _forget(self, client):
         """Count ``client`` out of the connection limits; the first call does it, later ones nothing."""
@@ -344,6 +366,25 @@ class ChatServer:
         client.watcher.stop()
         client.watcher.close()
         client.sock.close()
+
+    @staticmethod
+    def _linger_close(sock):
+        """Close a refused connection after its peer has read the refusal.
+
+        Closing a socket that holds unread bytes (a request the client sent at once) resets the
+        connection, and a reset can destroy the refusal before the client reads it. So: end our
+        side, discard what the peer sends until it closes too, for at most CLOSE_LINGER seconds.
+        """
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(CLOSE_LINGER)
+            with gevent.Timeout(CLOSE_LINGER, False):
+                while sock.recv(4096):
+                    pass
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     @staticmethod
     def _send_last_words(sock, data):

@@ -240,7 +240,7 @@ class ChannelCommands:
                 else:
                     self.reply(server, "501", "Unknown MODE flag")
             if changed:
-                server.registry.send(self, irc.format_message(
+                server.registry.reply(self, irc.format_message(
                     "MODE", self.nick, "".join(changed), source=self.prefix))
             return None
         self.reply(server, "221", "+" + self.modes)

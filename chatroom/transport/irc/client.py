@@ -33,7 +33,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
 
     def __init__(self, member_id, sock, addr, watcher, server):
         super().__init__(member_id, sock, addr, watcher, server)
-        self.encoder = encoder_for(())
+        self.encoder = self.encoder_for(())
         self.channels = {}  # Room -> None
         self.user = None
         self.realname = ""
@@ -47,6 +47,9 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
 
     def joined(self):
         return self.channels
+
+    #: The shared encoder for a set of negotiated capabilities (a WebSocket client's frames them).
+    encoder_for = staticmethod(encoder_for)
 
     # -- the transport's words, in IRC ---------------------------------------------------------
 
@@ -91,7 +94,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         return irc.format_message(code, self.ircnick, *params, source=server.server_name)
 
     def reply(self, server, code, *params):
-        server.registry.send(self, self.numeric(server, code, *params))
+        server.registry.reply(self, self.numeric(server, code, *params))
 
     # -- lines -----------------------------------------------------------------------------------
 
@@ -99,7 +102,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         try:
             msg = irc.parse(line)
         except irc.IrcError as err:
-            server.registry.send(self, irc.format_message(
+            server.registry.reply(self, irc.format_message(
                 "FAIL", "*", err.code, err.text, source=server.server_name))
             return None
         command = msg.command
@@ -117,7 +120,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         except ProtocolError as err:
             self._protocol_error(server, command, msg, err)
         except irc.IrcError as err:
-            server.registry.send(self, irc.format_message(
+            server.registry.reply(self, irc.format_message(
                 "FAIL", command, err.code, err.text, source=server.server_name))
         return None
 
@@ -142,7 +145,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
             self.reply(server, "461", "CAP", "Not enough parameters")
             return None
         sub = msg.params[0].upper()
-        send = server.registry.send
+        send = server.registry.reply
         if sub == "LS":
             if not self.registered:
                 self.negotiating = True
@@ -180,7 +183,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
 
     def _set_caps(self, server, caps):
         self.caps = caps
-        server.registry.set_encoder(self, encoder_for(caps))
+        server.registry.set_encoder(self, self.encoder_for(caps))
 
     def cmd_pass(self, server, msg):
         if self.registered:
@@ -290,7 +293,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         if not msg.params:
             self.reply(server, "409", "No origin specified")
             return None
-        server.registry.send(self, irc.format_message(
+        server.registry.reply(self, irc.format_message(
             "PONG", server.server_name, msg.params[0], source=server.server_name))
         return None
 

@@ -1,0 +1,1 @@
+"""The web client's files (``static/``), served by the web listener (docs/web.md)."""
