@@ -73,12 +73,36 @@ def make_server(args):
             return reuse_port_socket((args.host, port), listen=BACKLOG)
         return (args.host, port)
 
+    if args.history == "on":
+        _keep_history(server, args)
     server.listen(address(args.port), NativeClient)
     if args.irc_port is not None:
         from .transport.irc import IrcClient
 
         server.listen(address(args.irc_port), IrcClient)
     return server
+
+
+def _keep_history(server, args):
+    """Record every room message under ``--data-dir`` and replay it (chatroom/store/history.py)."""
+    from .store.history import History, SqliteStore, default_data_dir
+    from .codec.native import format_notice
+
+    directory = args.data_dir or default_data_dir()
+    store = SqliteStore(directory, args.history_max, args.history_days)
+
+    def on_status(up):
+        if up:
+            line = format_notice("history-up", "messages are saved in the room history again")
+        else:
+            line = format_notice("history-down", "messages are not being saved in the room history")
+        registry = server.registry
+        for member in list(registry.ids.values()):
+            if member.encoder is NativeClient.encoder:
+                registry.send(member, line)
+
+    server.history = History(store, args.scrollback, on_status)
+    server.registry.on_message = server.history.record
 
 
 def _read_motd(path):
@@ -137,6 +161,10 @@ def main(argv=None):
         return 1
     if args.redis:
         server.registry.start()
+    if server.history is not None:
+        server.history.start()
+        log.info("History in %s (%s)", server.history.store.path,
+                 "ready" if server.history.up else "failing: chat goes on without it")
     native_listener, *others = server.listeners
     log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
              format_addr(native_listener.address[:2]), args.max_clients, nofile, os.getpid())
@@ -144,6 +172,8 @@ def main(argv=None):
         log.info("%s listening on %s", listener.client_class.protocol_name,
                  format_addr(listener.address[:2]))
     done.wait()
+    if server.history is not None:
+        server.history.stop()
     if args.redis:
         server.registry.leave()
     log.info("Server stopped")

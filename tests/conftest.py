@@ -4,6 +4,7 @@ Everything waits on events (a line arriving, a process exiting) with a deadline,
 fixed sleep, and every wait is bounded so a broken server fails a test instead of hanging CI.
 """
 
+import os
 import re
 import signal
 import socket
@@ -20,6 +21,11 @@ BIN = ROOT / "bin"
 
 #: Seconds any single wait in a test may take before it fails.
 WAIT = 10.0
+
+# Every server a test starts (directly, or through the load tool or the client) keeps no history
+# unless the test asks with --history on: the tests that do not expect HIST lines get none, and
+# nothing is written under the home directory.
+os.environ["CHATROOM_HISTORY"] = "off"
 
 
 class ServerProcess:

@@ -97,6 +97,7 @@ class ChatServer:
     shutdown_timeout = settings.default("shutdown-timeout")
     server_name = settings.default("server-name")
     motd = None  #: the IRC message of the day, a list of lines, or None
+    history = None  #: the room history (:class:`chatroom.store.history.History`), or None
 
     def __init__(self, registry=None, **tunables):
         for name, value in tunables.items():
@@ -339,7 +340,7 @@ class ChatServer:
         ready = registry.ready
         registry.ready = []
         for client in ready:
-            if client.writer is None and client.outbox:
+            if client.writer is None and client.outbox and not client.hold:
                 try:
                     self._send_some(client)
                 except OSError:

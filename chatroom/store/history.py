@@ -1,0 +1,366 @@
+"""Room history: every message said in a room, kept in SQLite under ``--data-dir``.
+
+Two halves:
+
+- :class:`SqliteStore` is plain blocking SQLite (WAL). It runs only in threads of gevent's
+  threadpool, never on the event loop: one writer at a time, readers on their own connections.
+- :class:`History` is what the server holds on the event loop. ``record()`` (the registry's
+  ``on_message`` hook) only appends to a bounded in-memory queue; one writer greenlet drains the
+  queue every :data:`WINDOW` seconds (or as soon as :data:`BATCH` messages wait) and commits the
+  batch as one transaction in a thread. Reads (scrollback, paging) block only the greenlet that
+  asks, in a thread, at most :data:`READERS` at once.
+
+Writing never slows chat. When the queue is full the newest messages are not kept (counted and
+logged); when the store fails (a data directory that cannot be written, a full disk) the failed
+batch is kept and retried every :data:`RETRY` seconds while new messages queue up to the bound;
+``on_status(False)`` / ``on_status(True)`` tell the server when that starts and ends. A ``kill -9``
+loses what was queued and not yet committed (at most one window, :data:`WINDOW` seconds of
+messages); SQLite's journal keeps the file itself consistent.
+"""
+
+import collections
+import logging
+import os
+import sqlite3
+import threading
+import time
+
+import gevent
+import gevent.event
+import gevent.lock
+
+log = logging.getLogger("chatroom.history")
+
+#: Seconds messages may wait in memory before they are committed: what a ``kill -9`` can lose.
+WINDOW = 0.05
+#: Messages committed at once at most; a full batch is written without waiting for the window.
+BATCH = 1000
+#: Messages waiting in memory at most; beyond it new messages are not kept.
+QUEUE_LIMIT = 50000
+#: Seconds between attempts to write while the store is failing.
+RETRY = 1.0
+#: Reads running at once at most (each in a thread of the pool); more wait their turn.
+READERS = 4
+#: Seconds between sweeps of messages older than ``--history-days``.
+PRUNE_EVERY = 60.0
+#: Most messages one page of history may hold (native ``HISTORY``, IRC ``CHATHISTORY``).
+PAGE_MAX = 100
+DB_NAME = "history.sqlite3"
+
+#: One stored message: ``seq`` orders them; ``msgid`` and ``ts`` are what the registry stamped.
+Message = collections.namedtuple("Message", "seq msgid ts room sender source text notice plain")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msgid TEXT NOT NULL UNIQUE,
+    ts REAL NOT NULL,
+    room TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    source TEXT NOT NULL,
+    text TEXT NOT NULL,
+    notice INTEGER NOT NULL DEFAULT 0,
+    plain INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS messages_room_seq ON messages (room, seq);
+CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
+"""
+_COLUMNS = "seq, msgid, ts, room, sender, source, text, notice, plain"
+
+
+def default_data_dir(environ=os.environ):
+    """``$XDG_STATE_HOME/chatroom``, else ``~/.local/state/chatroom``."""
+    base = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "chatroom")
+
+
+class SqliteStore:
+    """Blocking SQLite storage of room messages; every method runs in a worker thread."""
+
+    def __init__(self, directory, max_per_room=0, max_days=0.0):
+        self.path = os.path.join(directory, DB_NAME)
+        self.directory = directory
+        self.max_per_room = max_per_room
+        self.max_days = max_days
+        self._local = threading.local()
+
+    def _db(self):
+        db = getattr(self._local, "db", None)
+        if db is None:
+            os.makedirs(self.directory, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL with NORMAL: a killed process loses nothing committed; a power cut may lose
+            # the last commits, never the file's consistency.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._local.db = db
+        return db
+
+    def _drop(self):
+        db = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+
+    def open(self):
+        try:
+            self._db()
+        except Exception:
+            self._drop()
+            raise
+
+    def write(self, rows):
+        """Commit ``rows`` (tuples in :data:`Message` order without ``seq``) as one transaction."""
+        try:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR IGNORE INTO messages (msgid, ts, room, sender, source,"
+                               " text, notice, plain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                if self.max_per_room:
+                    for room in {row[2] for row in rows}:
+                        db.execute("DELETE FROM messages WHERE room = ? AND seq <= (SELECT seq FROM"
+                                   " messages WHERE room = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                                   (room, room, self.max_per_room))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except Exception:
+            self._drop()  # a broken connection is reopened on the next try
+            raise
+
+    def prune_old(self, now=None):
+        """Delete messages older than ``max_days``; returns how many."""
+        if not self.max_days:
+            return 0
+        cutoff = (now or time.time()) - self.max_days * 86400
+        return self._db().execute("DELETE FROM messages WHERE ts < ?", (cutoff,)).rowcount
+
+    def _select(self, sql, args):
+        try:
+            return [Message(*row) for row in self._db().execute(sql, args)]
+        except Exception:
+            self._drop()
+            raise
+
+    def latest(self, room, count, before_seq=None):
+        """The last ``count`` messages of ``room`` (before ``before_seq``), oldest first."""
+        if before_seq is None:
+            rows = self._select(f"SELECT {_COLUMNS} FROM messages WHERE room = ? ORDER BY seq DESC"
+                                " LIMIT ?", (room, count))
+        else:
+            rows = self._select(f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND seq < ?"
+                                " ORDER BY seq DESC LIMIT ?", (room, before_seq, count))
+        rows.reverse()
+        return rows
+
+    def after(self, room, count, after_seq):
+        """The first ``count`` messages of ``room`` after ``after_seq``, oldest first."""
+        return self._select(f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND seq > ?"
+                            " ORDER BY seq LIMIT ?", (room, after_seq, count))
+
+    def find(self, room, msgid):
+        """The stored message ``msgid`` of ``room``, or None."""
+        rows = self._select(f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND msgid = ?",
+                            (room, msgid))
+        return rows[0] if rows else None
+
+    def seq_at(self, room, ts):
+        """The seq of the first message of ``room`` at or after time ``ts`` (or past the end)."""
+        rows = self._select(f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND ts >= ?"
+                            " ORDER BY ts, seq LIMIT 1", (room, ts))
+        if rows:
+            return rows[0].seq
+        rows = self._select(f"SELECT {_COLUMNS} FROM messages WHERE room = ? ORDER BY seq DESC"
+                            " LIMIT 1", (room,))
+        return rows[0].seq + 1 if rows else 0
+
+    def rooms(self, since, until, count):
+        """Rooms with messages between ``since`` and ``until`` (times): ``(room, last ts)``."""
+        try:
+            return self._db().execute(
+                "SELECT room, MAX(ts) AS last FROM messages WHERE ts > ? AND ts < ? GROUP BY room"
+                " ORDER BY last LIMIT ?", (since, until, count)).fetchall()
+        except Exception:
+            self._drop()
+            raise
+
+
+class History:
+    """The history store as the event loop sees it: a bounded queue in, blocking reads out."""
+
+    def __init__(self, store, scrollback=50, on_status=None, window=WINDOW,
+                 queue_limit=QUEUE_LIMIT):
+        self.store = store
+        self.scrollback = scrollback
+        self.page_max = PAGE_MAX
+        self.on_status = on_status or (lambda up: None)
+        self.window = window
+        self.queue_limit = queue_limit
+        self.queue = collections.deque()  #: message rows not yet committed, oldest first
+        self.inflight = []  #: the batch being committed (or retried)
+        self.up = True
+        self.dropped = 0  #: messages not kept because the queue was full
+        self.written = 0
+        self._wake = gevent.event.Event()
+        self._readers = gevent.lock.BoundedSemaphore(READERS)
+        self._pool = gevent.get_hub().threadpool
+        self._writer = None
+        self._pruned = 0.0
+
+    # -- on the loop -----------------------------------------------------------------------------
+
+    def start(self):
+        try:
+            self._call(self.store.open)
+            self._call(self.store.prune_old)
+            self._pruned = time.monotonic()
+        except Exception as err:
+            self._set_up(False, err)
+        self._writer = gevent.spawn(self._write_loop)
+
+    def stop(self, timeout=5.0):
+        """Commit what is queued (a graceful shutdown loses nothing), then stop the writer."""
+        if self._writer is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._writer.join(timeout)
+        self._writer.kill(block=False)
+        self._writer = None
+
+    _stopping = False
+
+    def record(self, room, member, texts, stamps, notice=False):
+        """The registry's ``on_message`` hook: queue ``texts`` said by ``member`` in ``room``."""
+        queue = self.queue
+        room_name = room.name
+        sender, source, plain = member.name, member.prefix, int(member.plain)
+        notice = int(notice)
+        room_full = len(queue) + len(texts) > self.queue_limit
+        for text, (ts, msgid) in zip(texts, stamps):
+            if room_full and len(queue) >= self.queue_limit:
+                self._lose()
+                continue
+            queue.append((msgid, ts, room_name, sender, source, text, notice, plain))
+        if len(queue) >= BATCH or not self._wake.is_set():
+            self._wake.set()
+
+    def _lose(self):
+        if not self.dropped:
+            log.warning("history queue full (%d messages): new messages are not kept",
+                        self.queue_limit)
+        self.dropped += 1
+
+    def _set_up(self, up, err=None):
+        if up == self.up:
+            return
+        self.up = up
+        if up:
+            log.warning("history store recovered; %d messages were not kept meanwhile",
+                        self.dropped)
+            self.dropped = 0
+        else:
+            log.error("history store failing (%s): messages wait in memory (up to %d), "
+                      "then are not kept", err, self.queue_limit)
+        self.on_status(up)
+
+    def _call(self, fn, *args):
+        """Run blocking ``fn`` in a thread; this greenlet waits, the loop runs on."""
+        ok, value = self._pool.spawn(_catching, fn, *args).get()
+        if not ok:
+            raise value
+        return value
+
+    def _write_loop(self):
+        while True:
+            self._wake.wait()
+            if not self._stopping and len(self.queue) < BATCH:
+                gevent.sleep(self.window)  # group commit: gather a window's messages
+            self._wake.clear()
+            while self.queue or self.inflight:
+                if not self.inflight:
+                    n = min(BATCH, len(self.queue))
+                    self.inflight = [self.queue.popleft() for _ in range(n)]
+                try:
+                    self._call(self.store.write, self.inflight)
+                except Exception as err:
+                    self._set_up(False, err)
+                    if self._stopping:
+                        return
+                    gevent.sleep(RETRY)
+                    continue
+                self.written += len(self.inflight)
+                self.inflight = []
+                self._set_up(True)
+            if self._stopping:
+                return
+            if self.store.max_days and time.monotonic() - self._pruned > PRUNE_EVERY:
+                self._pruned = time.monotonic()
+                try:
+                    self._call(self.store.prune_old)
+                except Exception as err:
+                    log.warning("history: pruning failed: %s", err)
+
+    # -- reads (block the calling greenlet only) -------------------------------------------------
+
+    def _pending(self, room):
+        """Messages of ``room`` said but not yet committed, oldest first, as :data:`Message`."""
+        rows = [r for r in self.inflight if r[2] == room]
+        rows += [r for r in self.queue if r[2] == room]
+        return [Message(None, *r) for r in rows]
+
+    def _read(self, fn, *args):
+        with self._readers:
+            return self._call(fn, *args)
+
+    def latest(self, room, count, before=None):
+        """The last ``count`` messages of ``room`` (before message id ``before``), oldest first.
+
+        Includes what is queued and not yet on disk, so a message said just before is there.
+        Raises LookupError for an unknown ``before``, and the store's error when it fails.
+        """
+        if self.store.max_per_room:
+            count = min(count, self.store.max_per_room)
+        pending = self._pending(room)
+        ids = [m.msgid for m in pending]
+        if before is not None and before not in ids:
+            return self._read(self.store.latest, room, count, self._anchor(room, before))
+        if before is not None:
+            pending = pending[:ids.index(before)]
+        stored = self._read(self.store.latest, room, count)
+        seen = set(ids)
+        rows = [m for m in stored if m.msgid not in seen] + pending
+        return rows[-count:] if count else []
+
+    def after(self, room, count, after):
+        return self._read(self.store.after, room, count, self._anchor(room, after))
+
+    def _anchor(self, room, ref):
+        """The seq of a message reference: ``msgid=...``/a plain msgid, or ``timestamp=...``."""
+        if isinstance(ref, float):
+            return self._read(self.store.seq_at, room, ref)
+        message = self._read(self.store.find, room, ref)
+        if message is None:
+            raise LookupError(ref)
+        return message.seq
+
+    def seq_at(self, room, ts):
+        return self._read(self.store.seq_at, room, ts)
+
+    def rooms(self, since, until, count):
+        return self._read(self.store.rooms, since, until, count)
+
+
+def _catching(fn, *args):
+    """Run ``fn`` in a worker thread; its error comes back as a value (the pool would print it)."""
+    try:
+        return True, fn(*args)
+    except Exception as err:
+        return False, err
