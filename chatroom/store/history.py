@@ -181,6 +181,31 @@ class SqliteStore:
                             " LIMIT 1", (room,))
         return rows[0].seq + 1 if rows else 0
 
+    def bounds(self, room, ref):
+        """Where reference ``ref`` (a msgid, or a time as a float) sits in ``room``: ``(after,
+        before)``, so that "after ref" is ``seq > after`` and "before ref" is ``seq < before``.
+        None for a msgid not in ``room``."""
+        db = self._db()
+        if isinstance(ref, float):
+            lo = db.execute("SELECT MAX(seq) FROM messages WHERE room = ? AND ts <= ?",
+                            (room, ref)).fetchone()[0]
+            hi = db.execute("SELECT MIN(seq) FROM messages WHERE room = ? AND ts >= ?",
+                            (room, ref)).fetchone()[0]
+            return (lo or 0, hi if hi is not None else 1 << 62)
+        row = db.execute("SELECT seq FROM messages WHERE room = ? AND msgid = ?",
+                         (room, ref)).fetchone()
+        return None if row is None else (row[0], row[0])
+
+    def span(self, room, after, before, count, newest):
+        """Up to ``count`` messages of ``room`` with ``after < seq < before``, oldest first: the
+        newest such (``newest``) or the oldest."""
+        order = "DESC" if newest else "ASC"
+        rows = self._select(f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND seq > ? AND"
+                            f" seq < ? ORDER BY seq {order} LIMIT ?", (room, after, before, count))
+        if newest:
+            rows.reverse()
+        return rows
+
     def rooms(self, since, until, count):
         """Rooms with messages between ``since`` and ``until`` (times): ``(room, last ts)``."""
         try:
@@ -351,8 +376,20 @@ class History:
             raise LookupError(ref)
         return message.seq
 
-    def seq_at(self, room, ts):
-        return self._read(self.store.seq_at, room, ts)
+    def settle(self, timeout=2.0):
+        """Wait (this greenlet only) until what was said so far is on disk, or ``timeout`` passes
+        or the store is failing: lookups by id and time then see the latest messages too."""
+        target = self.written + len(self.inflight) + len(self.queue)
+        deadline = time.monotonic() + timeout
+        while self.written < target and self.up and time.monotonic() < deadline:
+            self._wake.set()
+            gevent.sleep(0.005)
+
+    def bounds(self, room, ref):
+        return self._read(self.store.bounds, room, ref)
+
+    def span(self, room, after, before, count, newest):
+        return self._read(self.store.span, room, after, before, count, newest)
 
     def rooms(self, since, until, count):
         return self._read(self.store.rooms, since, until, count)
