@@ -275,3 +275,34 @@ def test_terminal_client_shows_history_with_times_then_a_separator(start_server,
         assert "earlier messages above" not in "\n".join(user.lines[-3:])  # none for an empty room
     finally:
         user.kill()
+
+
+def test_scrollback_joins_the_live_lines_without_a_gap_or_a_repeat(start_server, clients, tmp_path):
+    """While a sender keeps talking, a newcomer's history ends exactly where its live MSGs begin."""
+    import threading
+
+    server = history_server(start_server, tmp_path, "--flood-rate", "0", "--scrollback", "20")
+    a, _ = connect(server, clients)
+    said, heard = threading.Event(), threading.Event()
+
+    def talk():  # until the newcomer has heard a live line (bounded all the same)
+        for i in range(0, 200_000, 50):
+            if heard.is_set():
+                return
+            a.send("".join(f"SEND s{n}\n" for n in range(i, i + 50)))
+            if i == 500:
+                said.set()
+
+    talker = threading.Thread(target=talk)
+    talker.start()
+    try:
+        assert said.wait(WAIT)
+        b, seen = connect(server, clients)
+        numbers = [int(t[1:]) for *_, t in seen]
+        assert len(numbers) == 20 and numbers == list(range(numbers[0], numbers[0] + 20))
+        line = b.recv_line()
+        heard.set()
+        assert line == f"MSG lobby {a.id} s{numbers[-1] + 1}", line
+    finally:
+        heard.set()
+        talker.join(WAIT)
