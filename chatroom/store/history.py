@@ -14,8 +14,9 @@ Writing never slows chat. When the queue is full the newest messages are not kep
 logged); when the store fails (a data directory that cannot be written, a full disk) the failed
 batch is kept and retried every :data:`RETRY` seconds while new messages queue up to the bound;
 ``on_status(False)`` / ``on_status(True)`` tell the server when that starts and ends. A ``kill -9``
-loses what was queued and not yet committed (at most one window, :data:`WINDOW` seconds of
-messages); SQLite's journal keeps the file itself consistent.
+loses what was queued and not yet committed (one window, :data:`WINDOW` seconds of messages,
+while the disk keeps up; at most :data:`QUEUE_LIMIT` messages when it does not); SQLite's
+write-ahead log keeps the file itself consistent.
 """
 
 import collections
