@@ -306,3 +306,14 @@ def test_scrollback_joins_the_live_lines_without_a_gap_or_a_repeat(start_server,
     finally:
         heard.set()
         talker.join(WAIT)
+
+
+def test_history_off_writes_nothing_and_sends_no_history(start_server, clients, tmp_path):
+    server = start_server("--history", "off", "--data-dir", tmp_path)
+    a = clients(server)
+    a.send("SEND not kept")
+    b = clients(server)
+    assert b.sync() == []  # HELLO and JOIN only: no HIST, no HISTEND
+    assert a.sync() == [f"JOIN lobby {b.id}"]
+    assert server.stop() == 0
+    assert list(tmp_path.iterdir()) == []

@@ -160,3 +160,22 @@ def test_chathistory_subcommands(start_server, tmp_path):
         assert bar.recv_line() == ":irc.test FAIL CHATHISTORY INVALID_PARAMS SIDEWAYS :Unknown subcommand"
     finally:
         bar.close()
+
+
+def test_irc_lines_in_native_history_are_plain_and_notices_kept(start_server, clients, tmp_path):
+    server = start_irc(start_server, tmp_path)
+    dora = Irc(server, "dora")
+    try:
+        dora.join("#lobby")
+        dora.send("PRIVMSG #lobby :\x02bold\x02 and \x0304red\x03")
+        dora.send("NOTICE #lobby :a notice")
+        dora.send("PRIVMSG #lobby :\x01ACTION waves\x01")
+        dora.sync()
+        ann = clients(server, hello=False)
+        assert ann.recv_line().startswith("HELLO ")
+        assert ann.recv_line().startswith("JOIN lobby ")
+        lines = [ann.recv_line() for _ in range(4)]
+        assert [re.sub(r"^HIST lobby \S+ \S+ ", "", line) for line in lines] == [
+            "dora bold and red", "dora a notice", "dora * waves", "HISTEND lobby"]  # as MSG shows them
+    finally:
+        dora.close()
