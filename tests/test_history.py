@@ -312,6 +312,7 @@ def test_history_off_writes_nothing_and_sends_no_history(start_server, clients, 
     server = start_server("--history", "off", "--data-dir", tmp_path)
     a = clients(server)
     a.send("SEND not kept")
+    assert a.sync() == []  # said before b comes
     b = clients(server)
     assert b.sync() == []  # HELLO and JOIN only: no HIST, no HISTEND
     assert a.sync() == [f"JOIN lobby {b.id}"]
