@@ -265,6 +265,7 @@ class History:
         self._readers = gevent.lock.BoundedSemaphore(READERS)
         self._pool = gevent.get_hub().threadpool
         self._writer = None
+        self._stopping = False
         self._pruned = 0.0
 
     # -- on the loop -----------------------------------------------------------------------------
@@ -288,17 +289,15 @@ class History:
         self._writer.kill(block=False)
         self._writer = None
 
-    _stopping = False
-
     def record(self, room, member, texts, stamps, notice=False):
         """The registry's ``on_message`` hook: queue ``texts`` said by ``member`` in ``room``."""
         queue = self.queue
         room_name = room.name
         sender, source, plain = member.name, member.prefix, int(member.plain)
         notice = int(notice)
-        room_full = len(queue) + len(texts) > self.queue_limit
+        overflow = len(queue) + len(texts) > self.queue_limit
         for text, (ts, msgid) in zip(texts, stamps):
-            if room_full and len(queue) >= self.queue_limit:
+            if overflow and len(queue) >= self.queue_limit:
                 self._lose()
                 continue
             queue.append((msgid, ts, room_name, sender, source, text, notice, plain))
@@ -352,6 +351,9 @@ class History:
                 self.written += len(self.inflight)
                 self.inflight = []
                 self._set_up(True)
+            if self.dropped and self.up:  # the disk caught up with a burst it could not take
+                log.warning("history queue drained; %d messages were not kept", self.dropped)
+                self.dropped = 0
             if self._stopping:
                 return
             if self.store.max_days and time.monotonic() - self._pruned > PRUNE_EVERY:
