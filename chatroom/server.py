@@ -102,6 +102,8 @@ def _keep_history(server, args):
                 registry.send(member, line)
 
     server.history = History(store, args.scrollback, on_status)
+    # Cluster nodes may share the store with other processes: read it, never a tail kept here.
+    server.history.cache = not args.redis
     server.registry.on_message = server.history.record
 
 

@@ -318,3 +318,46 @@ def test_history_off_writes_nothing_and_sends_no_history(start_server, clients, 
     assert a.sync() == [f"JOIN lobby {b.id}"]
     assert server.stop() == 0
     assert list(tmp_path.iterdir()) == []
+
+
+class SlowStore(SqliteStore):
+    """Reads wait for ``go``: messages can be said (and committed) while a read is under way."""
+
+    def __init__(self, directory):
+        super().__init__(directory)
+        import threading
+
+        self.go = threading.Event()
+
+    def latest(self, room, count, before_seq=None):
+        assert self.go.wait(WAIT)
+        return super().latest(room, count, before_seq)
+
+
+def _say(history, *texts):
+    now = time.time()
+    history.record(_Room, _Member, list(texts), [(now, f"{t}-1") for t in texts])
+
+
+def test_what_is_said_during_a_read_is_live_not_history_and_is_kept_in_the_tail(tmp_path):
+    store = SlowStore(str(tmp_path))
+    history = History(store, scrollback=10, window=0.001)
+    history.start()
+    try:
+        _say(history, "a", "b")
+        for cache in (False, True):  # a cluster node reads the store; a lone server keeps tails
+            history.cache = cache
+            store.go.clear()
+            reader = gevent.spawn(history.latest, "lobby", 10)
+            gevent.sleep(0.01)
+            _say(history, f"c{cache:d}", f"d{cache:d}")  # said while the read waits...
+            _wait(lambda: not history.queue and not history.inflight)  # ...committed before it runs
+            store.go.set()
+            seen = [m.text for m in reader.get(timeout=WAIT)]
+            assert seen == (["a", "b"] if not cache else ["a", "b", "c0", "d0"])
+        assert [m.text for m in history.latest("lobby", 10)] == ["a", "b", "c0", "d0", "c1", "d1"]
+        _say(history, "e")
+        assert [m.text for m in history.latest("lobby", 3)] == ["c1", "d1", "e"]  # from memory
+    finally:
+        store.go.set()
+        history.stop()

@@ -47,6 +47,9 @@ PRUNE_EVERY = 60.0
 #: Most messages one page of history may hold (native ``HISTORY``, IRC ``CHATHISTORY``).
 PAGE_MAX = 100
 DB_NAME = "history.sqlite3"
+#: Rooms whose last ``--scrollback`` messages are kept in memory, the least recently read going
+#: first: scrollback of such a room needs no read of the store.
+TAILS = 1000
 
 #: One stored message: ``seq`` orders them; ``msgid`` and ``ts`` are what the registry stamped.
 Message = collections.namedtuple("Message", "seq msgid ts room sender source text notice plain")
@@ -267,6 +270,12 @@ class History:
         self._writer = None
         self._stopping = False
         self._pruned = 0.0
+        #: room -> its last messages (a deque), or the messages said while they are being read
+        #: from the store (a list). Off where other processes write the same store (a cluster).
+        self._tails = collections.OrderedDict()
+        self.cache = True
+        #: room -> lists collecting the ids of messages said there while a read is under way
+        self._watchers = {}
 
     # -- on the loop -----------------------------------------------------------------------------
 
@@ -296,11 +305,19 @@ class History:
         sender, source, plain = member.name, member.prefix, int(member.plain)
         notice = int(notice)
         overflow = len(queue) + len(texts) > self.queue_limit
+        tail = self._tails.get(room_name) if self._tails else None
+        watchers = self._watchers.get(room_name) if self._watchers else None
         for text, (ts, msgid) in zip(texts, stamps):
             if overflow and len(queue) >= self.queue_limit:
                 self._lose()
                 continue
-            queue.append((msgid, ts, room_name, sender, source, text, notice, plain))
+            row = (msgid, ts, room_name, sender, source, text, notice, plain)
+            queue.append(row)
+            if tail is not None:
+                tail.append(Message(None, *row))
+            if watchers is not None:
+                for watcher in watchers:
+                    watcher.append(msgid)
         if len(queue) >= BATCH or not self._wake.is_set():
             self._wake.set()
 
@@ -383,16 +400,62 @@ class History:
         """
         if self.store.max_per_room:
             count = min(count, self.store.max_per_room)
+        if before is None and self.cache and 0 < count <= self.scrollback:
+            tail = self._tails.get(room)
+            if tail is None:
+                return self._load_tail(room)[-count:]
+            if type(tail) is collections.deque:
+                self._tails.move_to_end(room)
+                return list(tail)[-count:]
+        return self._fetch(room, count, before)
+
+    def _fetch(self, room, count, before=None):
+        """:meth:`latest` from the store and the queue, without the kept tails."""
         pending = self._pending(room)
         ids = [m.msgid for m in pending]
         if before is not None and before not in ids:
             return self._read(self.store.latest, room, count, self._anchor(room, before))
         if before is not None:
             pending = pending[:ids.index(before)]
-        stored = self._read(self.store.latest, room, count)
+        # What is said while the store is read is not the asker's history (it is in the room and
+        # hears it live), even if the writer commits it before the read runs.
+        late = []
+        self._watchers.setdefault(room, []).append(late)
+        try:
+            stored = self._read(self.store.latest, room, count)
+        finally:
+            watchers = [w for w in self._watchers[room] if w is not late]
+            if watchers:
+                self._watchers[room] = watchers
+            else:
+                del self._watchers[room]
         seen = set(ids)
+        seen.update(late)
         rows = [m for m in stored if m.msgid not in seen] + pending
         return rows[-count:] if count else []
+
+    def _load_tail(self, room):
+        """Read ``room``'s scrollback and keep it in memory from now on; returns it.
+
+        What is said in the room while the store is read is collected beside it (``record``)
+        and added to what is kept, not to what is returned: the asker is in the room already and
+        hears those live.
+        """
+        size = min(self.scrollback, self.store.max_per_room or self.scrollback)
+        during = self._tails[room] = []
+        while len(self._tails) > TAILS:
+            self._tails.popitem(last=False)
+        try:
+            rows = self._fetch(room, size)
+        except Exception:
+            if self._tails.get(room) is during:
+                del self._tails[room]
+            raise
+        if self._tails.get(room) is during:  # not pushed out meanwhile
+            seen = {m.msgid for m in rows}
+            kept = rows + [m for m in during if m.msgid not in seen]
+            self._tails[room] = collections.deque(kept, maxlen=size)
+        return rows
 
     def after(self, room, count, after):
         return self._read(self.store.after, room, count, self._anchor(room, after))
