@@ -406,7 +406,11 @@ class History:
                 return self._load_tail(room)[-count:]
             if type(tail) is collections.deque:
                 self._tails.move_to_end(room)
-                return list(tail)[-count:]
+                rows = list(tail)[-count:]
+                if self.store.max_days:  # a quiet room's tail outlives the store's sweep
+                    cutoff = time.time() - self.store.max_days * 86400
+                    rows = [m for m in rows if m.ts >= cutoff]
+                return rows
         return self._fetch(room, count, before)
 
     def _fetch(self, room, count, before=None):
