@@ -30,6 +30,7 @@ bench: venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(PY) benchmarks/run.py $(ARGS)
 	$(PY) benchmarks/ws_bench.py $(WS_ARGS)
+	$(PY) benchmarks/history_bench.py $(HISTORY_ARGS)
 	@if command -v redis-server >/dev/null; then $(PY) benchmarks/cluster_bench.py $(CLUSTER_ARGS); \
 	else echo "redis-server not installed: cluster benchmark skipped (see docs/cluster.md)"; fi
 

@@ -13,6 +13,7 @@ The terminal's modes and standard input's file flags are restored on every way o
 """
 
 import argparse
+import calendar
 import codecs
 import fcntl
 import os
@@ -21,6 +22,7 @@ import socket
 import stat
 import sys
 import termios
+import time
 import unicodedata
 
 import gevent
@@ -129,9 +131,26 @@ def describe(event):
         return f"* People in {args[0]}: " + ", ".join(args[1:])
     if name == "ROOMS":
         return "* Rooms: " + (", ".join(_room_count(entry) for entry in args) or "none")
+    if name == "HIST" and n == 5:
+        return f"[{args[0]} {_local_time(args[2])}] {args[3]}: {args[4]}"
+    if name == "NOTICE" and n == 2:
+        return f"* {args[1]} ({args[0]})"
     if name == "ERR" and n:
         return f"ERROR: {args[1] if n > 1 else args[0]} ({args[0]})"
     return " ".join((name,) + args)
+
+
+def _local_time(stamp):
+    """A ``HIST`` line's UTC time (``2026-11-29T06:34:20.456Z``) as local ``YYYY-MM-DD HH:MM``."""
+    try:
+        seconds = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return stamp
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+
+#: Shown after a room's history when there was any: what follows is live.
+HISTORY_END = "---- {room}: earlier messages above, live from here ----"
 
 
 def _room_count(entry):
@@ -400,6 +419,7 @@ class Connection:
         self.settled = gevent.event.Event()  #: set on HELLO, or when the connection ends before it
         self.reason = None  #: why it ended
         self.refused = False  #: ended by a BYE before any HELLO
+        self.history_shown = 0  #: HIST lines shown since the last HISTEND
         self.reader = None
 
     def send(self, name, *args):
@@ -581,7 +601,13 @@ class ChatClient:
             conn.settled.set()
             if self.nick:
                 conn.send("NICK", self.nick)
+        elif name == "HISTEND":
+            if conn.history_shown:
+                self.console.show(HISTORY_END.format(room=args[0] if args else "?"))
+            conn.history_shown = 0
         else:
+            if name == "HIST":
+                conn.history_shown += 1
             if name == "NICK" and len(args) == 2 and args[0] == conn.name:
                 conn.name = self.nick = args[1]
             self.console.show(describe(event))

@@ -98,6 +98,8 @@ def make_server(args):
             return reuse_port_socket((args.host, port), listen=BACKLOG)
         return (args.host, port)
 
+    if args.history == "on":
+        _keep_history(server, args)
     server.listen(address(args.port), NativeClient)
     if args.irc_port is not None:
         from .transport.irc import IrcClient
@@ -127,6 +129,30 @@ def _settings(argv):
         except OSError as err:
             parser.error(f"--motd {args.motd}: {err.strerror or err}")
     return args
+
+
+def _keep_history(server, args):
+    """Record every room message under ``--data-dir`` and replay it (chatroom/store/history.py)."""
+    from .store.history import History, SqliteStore, default_data_dir
+    from .codec.native import Encoder as NativeEncoder, format_notice
+
+    directory = args.data_dir or default_data_dir()
+    store = SqliteStore(directory, args.history_max, args.history_days)
+
+    def on_status(up):
+        if up:
+            line = format_notice("history-up", "messages are saved in the room history again")
+        else:
+            line = format_notice("history-down", "messages are not being saved in the room history")
+        registry = server.registry
+        for member in list(registry.ids.values()):
+            if isinstance(member.encoder, NativeEncoder):  # framed for web clients by reply
+                registry.reply(member, line)
+
+    server.history = History(store, args.scrollback, on_status)
+    # Cluster nodes may share the store with other processes: read it, never a tail kept here.
+    server.history.cache = not args.redis
+    server.registry.on_message = server.history.record
 
 
 def _read_motd(path):
@@ -213,6 +239,10 @@ def main(argv=None):
             server.shutdown()
             return 1
         log.info("Metrics on http://%s/metrics", format_addr(metrics_http.address[:2]))
+    if server.history is not None:
+        server.history.start()
+        log.info("History in %s (%s)", server.history.store.path,
+                 "ready" if server.history.up else "failing: chat goes on without it")
     native_listener, *others = server.listeners
     log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
              format_addr(native_listener.address[:2]), args.max_clients, nofile, os.getpid())
@@ -225,6 +255,8 @@ def main(argv=None):
     done.wait()
     if metrics_http is not None:
         metrics_http.stop(timeout=1)
+    if server.history is not None:
+        server.history.stop()
     if args.redis:
         server.registry.leave()
     log.info("Server stopped")

@@ -51,6 +51,20 @@ def _node_name(text):
     return text
 
 
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  #: the flag without its dashes, ``max-clients``
@@ -59,7 +73,7 @@ class Setting:
     type: object = str  #: parses the flag's text; ``bool`` makes a switch
     choices: tuple = None
     metavar: str = None
-    group: str = "limits"  #: where it belongs: "listen", "limits", "cluster", "logging"
+    group: str = "limits"  #: where it belongs: "listen", "limits", "cluster", "logging", "storage"
 
     @property
     def flag(self):
@@ -137,6 +151,17 @@ SETTINGS = (
             group="cluster"),
     Setting("workers", 1, "server processes sharing the ports, each a cluster node; above 1 "
             "needs --redis", int, group="cluster"),
+    # -- storage and history ------------------------------------------------------------------
+    Setting("data-dir", None, "directory of the server's files; none: $XDG_STATE_HOME/chatroom "
+            "or ~/.local/state/chatroom", metavar="DIR", group="storage"),
+    Setting("history", "on", "keep every room message in DIR/history.sqlite3 and replay it",
+            choices=("on", "off"), group="storage"),
+    Setting("history-max", 10000, "messages kept per room, 0 = no limit", _non_negative_int,
+            group="storage"),
+    Setting("history-days", 0.0, "days a message is kept, 0 = no limit", _non_negative_float,
+            group="storage"),
+    Setting("scrollback", 50, "messages of a room replayed on connect and JOIN, 0 = none",
+            _non_negative_int, group="storage"),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}

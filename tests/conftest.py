@@ -22,6 +22,11 @@ BIN = ROOT / "bin"
 #: Seconds any single wait in a test may take before it fails.
 WAIT = 10.0
 
+# Every server a test starts (directly, or through the load tool or the client) keeps no history
+# unless the test asks with --history on: the tests that do not expect HIST lines get none, and
+# nothing is written under the home directory.
+os.environ["CHATROOM_HISTORY"] = "off"
+
 
 class ServerProcess:
     """``bin/chat-server --port 0 ARGS`` as a subprocess; its output lines are collected."""

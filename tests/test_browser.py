@@ -17,7 +17,7 @@ from test_client import ClientProcess
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -69,7 +69,9 @@ def browsers(tmp_path):
 
 
 def wait_for(driver, condition, timeout=WAIT, what="condition"):
-    return WebDriverWait(driver, timeout).until(lambda d: condition(d), f"page never met: {what}")
+    # The page redraws lists as events arrive: an element read mid-redraw is stale, so look again.
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: condition(d), f"page never met: {what}")
 
 
 def wait_state(driver, state, timeout=WAIT):

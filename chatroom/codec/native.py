@@ -8,6 +8,7 @@ plain bytes. Lines come from :class:`chatroom.codec.lines.LineFramer`; then:
 - ``format_*`` functions build the server's events as ready-to-send ``bytes``.
 """
 
+import re
 from dataclasses import dataclass
 
 from .. import __version__ as VERSION
@@ -16,7 +17,7 @@ from .text import BAD_TEXT_RE, NAME_RE, check_printable
 
 SERVER_NAME = "chatroom/" + VERSION
 
-COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT")
+COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT", "HISTORY")
 
 
 class ProtocolError(Exception):
@@ -89,6 +90,8 @@ def parse_command(line):
         return Command(name, (check_name(arg, "nickname" if name == "NICK" else "room"),))
     if name in ("WHO", "ROOMS"):
         return Command(name)
+    if name == "HISTORY":
+        return Command(name, _history_args(rest.split(" ") if rest else []))
     if name in ("PING", "PONG", "QUIT"):
         return Command(name, (check_text(rest),) if rest else ())
     if not name:
@@ -96,6 +99,24 @@ def parse_command(line):
     shown = check_printable(name[:32])
     hint = " (commands are case-sensitive)" if name.upper() in COMMANDS else ""
     raise ProtocolError("unknown-command", f"unknown command '{shown}'{hint}")
+
+
+def _history_args(fields):
+    """``HISTORY [<count>] [<before-id>]`` as ``(count or None, before-id or None)``."""
+    count = before = None
+    if fields and fields[0].isdigit() and fields[0].isascii():
+        count = int(fields.pop(0))
+        if not count:
+            raise ProtocolError("bad-argument", "usage: HISTORY [<count>] [<before-id>], count 1 or more")
+    if fields:
+        before = fields.pop(0)
+    if fields or (before is not None and not MSGID_RE.match(before)):
+        raise ProtocolError("bad-argument", "usage: HISTORY [<count>] [<before-id>]")
+    return count, before
+
+
+#: What a message id looks like (``Registry.stamp``): hex time, ``-``, an optional node, a serial.
+MSGID_RE = re.compile(r"[0-9a-f]+-[A-Za-z0-9_.-]{1,80}\Z")
 
 
 def format_command(name, *args):
@@ -159,6 +180,19 @@ def format_bye(reason):
     return _line("BYE", reason)
 
 
+def format_hist(room, msgid, when, sender, text):
+    """One message of ``room``'s history; ``when`` is UTC to the millisecond (ISO 8601)."""
+    return f"HIST {room} {msgid} {when} {sender} {text}\n".encode("utf-8")
+
+
+def format_histend(room):
+    return _line("HISTEND", room)
+
+
+def format_notice(code, text):
+    return _line("NOTICE", code, text)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One parsed server line (what a client sees). ``args`` as for :class:`Command`."""
@@ -170,7 +204,7 @@ class Event:
 #: How many fields each server event has before its free text (which may contain spaces).
 _EVENT_FIELDS = {
     "HELLO": 2, "MSG": 2, "TELL": 1, "JOIN": 2, "PART": 2, "NICK": 2,
-    "PING": 0, "PONG": 0, "ERR": 1, "BYE": 0,
+    "PING": 0, "PONG": 0, "ERR": 1, "BYE": 0, "HIST": 4, "HISTEND": 0, "NOTICE": 1,
 }
 
 

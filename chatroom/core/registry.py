@@ -12,6 +12,8 @@ Whoever owns the sockets (the server) is told through two hooks:
 - ``on_ready()``: :attr:`Registry.ready` went from empty to non-empty; drain it soon.
 - ``on_evict(member, reason)``: a member was removed by the registry itself (its outbox went
   over the limit); close its connection.
+- ``on_message(room, member, texts, stamps, notice)``: ``member`` said ``texts`` in ``room``
+  (each with its ``(time, msgid)`` stamp); None when nobody keeps history. It must not block.
 
 Native members are in exactly one room (protocol v1: ``JOIN`` moves). Members whose class sets
 ``multi`` (IRC clients) may be in any number of rooms, kept in their ``channels``; a change of
@@ -152,6 +154,7 @@ class Registry:
         self.ready = []  #: members whose outbox became non-empty since the owner last took this
         self.on_ready = _nothing
         self.on_evict = _nothing
+        self.on_message = None
 
     def __len__(self):
         return len(self.ids)
@@ -290,7 +293,10 @@ class Registry:
         if room is None:
             room = member.room
         skip = None if member.encoder.echo else member
-        stamp = self.stamp() if room.stamped else None
+        recorder = self.on_message
+        stamp = self.stamp() if room.stamped or recorder is not None else None
+        if recorder is not None:
+            recorder(room, member, (text,), (stamp,), notice)
         for encoder, members in room.fan:
             data = encoder.msg(room, member, text, stamp, notice, tags)
             if data is not None:
@@ -300,7 +306,10 @@ class Registry:
         """``member`` says each of ``texts`` in its room: one fan-out of the joined lines."""
         room = member.room
         skip = None if member.encoder.echo else member
-        stamps = [self.stamp() for _ in texts] if room.stamped else None
+        recorder = self.on_message
+        stamps = [self.stamp() for _ in texts] if room.stamped or recorder is not None else None
+        if recorder is not None:
+            recorder(room, member, texts, stamps, False)
         for encoder, members in room.fan:
             data = encoder.msg_batch(room, member, texts, stamps)
             if data is not None:

@@ -6,6 +6,7 @@ from ..codec import native
 from ..codec.text import BAD_TEXT_RE
 from ..codec.lines import NO_LINE_END_LIMIT, LineFramer
 from .connection import Client
+from .history import native_lines, replay
 
 
 #: What no message text may contain, ``\n`` aside: a batch of messages is checked as one text
@@ -29,6 +30,7 @@ class NativeClient(Client):
 
     def start(self, server):
         server.registry.add(self, native.format_hello(self.id))
+        replay(server, self, self.room.name)
 
     def run_line(self, server, line):
         if line.startswith(b"SEND "):  # the common line: batched until the read is done
@@ -52,6 +54,9 @@ class NativeClient(Client):
                 registry.set_nick(self, cmd.args[0])
             elif name == "JOIN":
                 registry.join(self, cmd.args[0])
+                replay(server, self, cmd.args[0])
+            elif name == "HISTORY":
+                self.page(server, *cmd.args)
             elif name == "WHO":
                 registry.who(self)
             elif name == "ROOMS":
@@ -92,6 +97,28 @@ class NativeClient(Client):
                     registry.reply(self, err.to_bytes())
             return
         registry.say_batch(self, text.split("\n"))
+
+    def page(self, server, count, before):
+        """``HISTORY``: up to ``count`` messages of this room before ``before`` (or the latest).
+
+        Blocks this client's reader greenlet while the store is read; nobody else waits.
+        """
+        history = server.history
+        if history is None:
+            raise native.ProtocolError("history-off", "this server keeps no history")
+        room = self.room.name
+        count = min(count or history.scrollback or 1, history.page_max)
+        try:
+            messages = history.latest(room, count, before)
+        except LookupError:
+            raise native.ProtocolError("no-such-message", f"no message {before} in {room}") from None
+        except Exception:
+            raise native.ProtocolError("history-down", "history cannot be read now") from None
+        if not self.closing:
+            server.registry.reply(self, self.history_lines(server, room, messages, False))
+
+    def history_lines(self, server, room_name, messages, replay):
+        return native_lines(room_name, messages, native.format_hist) + native.format_histend(room_name)
 
     def line_too_long(self, server, size):
         return native.format_err("line-too-long", f"line over {server.max_line} bytes was discarded")

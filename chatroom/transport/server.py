@@ -102,6 +102,7 @@ class ChatServer:
     web_any_origin = False  #: --web-origin '*': any origin
     web_max_message = settings.default("web-max-message")
     motd = None  #: the IRC message of the day, a list of lines, or None
+    history = None  #: the room history (:class:`chatroom.store.history.History`), or None
 
     def __init__(self, registry=None, **tunables):
         for name, value in tunables.items():
@@ -408,7 +409,7 @@ class ChatServer:
         ready = registry.ready
         registry.ready = []
         for client in ready:
-            if client.writer is None and client.outbox:
+            if client.writer is None and client.outbox and not client.hold:
                 try:
                     self._send_some(client)
                 except OSError:

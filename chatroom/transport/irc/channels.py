@@ -1,6 +1,7 @@
 """IRC channel commands: JOIN, PART, NAMES, TOPIC, LIST, KICK and MODE."""
 
 from ...codec import irc
+from ..history import replay
 from .isupport import KICKLEN, TOPICLEN
 
 #: Mode changes reported in one MODE line, as ISUPPORT's MODES says.
@@ -40,6 +41,7 @@ class ChannelCommands:
             if room.topic is not None:
                 self._topic_reply(server, room)
             self._names(server, room)
+            replay(server, self, room.name)
         return None
 
     def cmd_part(self, server, msg):

@@ -15,13 +15,14 @@ from ...codec.native import ProtocolError
 from ...codec.text import NAME_RE, check_printable
 from ..connection import Client
 from .channels import ChannelCommands
+from .history import HISTORY_CAPS, HistoryCommands, history_tokens
 from .isupport import (CAPS, CLIENT_TAGS_LIMIT, PRE_REGISTRATION, TOPICLEN, USERLEN, VERSION,
                        isupport_tokens)
 from .messages import MessageCommands
 from .queries import QueryCommands
 
 
-class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
+class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands, Client):
     """One IRC connection. Until registration completes it is not in the registry."""
 
     __slots__ = ("encoder", "channels", "user", "realname", "caps", "registered", "negotiating",
@@ -151,7 +152,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
                 self.negotiating = True
             if len(msg.params) > 1 and msg.params[1].isdigit() and int(msg.params[1]) >= 302:
                 self.caps.add("cap-notify")
-            send(self, self._cap(server, "LS", " ".join(CAPS)))
+            send(self, self._cap(server, "LS", " ".join(self._offered(server))))
         elif sub == "LIST":
             send(self, self._cap(server, "LIST", " ".join(sorted(self.caps))))
         elif sub == "REQ":
@@ -159,7 +160,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
                 self.negotiating = True
             wanted = msg.params[1].split() if len(msg.params) > 1 else []
             names = [w[1:] if w.startswith("-") else w for w in wanted]
-            if not wanted or any(n not in CAPS for n in names):
+            if not wanted or any(n not in self._offered(server) for n in names):
                 send(self, self._cap(server, "NAK", " ".join(wanted)))
                 return None
             caps = set(self.caps)
@@ -177,6 +178,10 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         else:
             self.reply(server, "410", sub, "Invalid CAP command")
         return None
+
+    @staticmethod
+    def _offered(server):
+        return CAPS + HISTORY_CAPS if server.history is not None else CAPS
 
     def _cap(self, server, sub, text):
         return irc.format_message("CAP", self.ircnick, sub, text, source=server.server_name)
@@ -250,7 +255,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         self.reply(server, "002", f"Your host is {name}, running version {VERSION}")
         self.reply(server, "003", f"This server was created {created}")
         self.reply(server, "004", name, VERSION, "i", "mnost", "ov")
-        tokens = isupport_tokens(server)
+        tokens = sorted(isupport_tokens(server) + history_tokens(server))
         for start in range(0, len(tokens), 12):
             self.reply(server, "005", *tokens[start:start + 12], "are supported by this server")
         self._lusers(server)
