@@ -173,7 +173,10 @@ static int proc_sched(int pid, double *run, double *wait) {
     *run = *wait = 0;
     if (pid <= 0)
         return 0;
-    snprintf(path, sizeof path, "/proc/%d/schedstat", pid);
+    if (pid == getpid())
+        snprintf(path, sizeof path, "/proc/self/schedstat");
+    else
+        snprintf(path, sizeof path, "/proc/%d/schedstat", pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return 0;
@@ -801,6 +804,8 @@ int main(int argc, char **argv) {
     /* the run */
     double cpu0 = own_cpu(), srv0 = proc_cpu(server_pid), mach0 = machine_busy(), run0, wait0;
     int sched = proc_sched(server_pid, &run0, &wait0);
+    double drun0, dwait0, drun1, dwait1;
+    int dsched = proc_sched(getpid(), &drun0, &dwait0);
     running = 1;
     t_start = now_ns();
     t_last = t_start;
@@ -856,6 +861,7 @@ int main(int argc, char **argv) {
     int64_t t_end = t_last > t_start ? t_last : now_ns();
     double cpu1 = own_cpu(), srv1 = proc_cpu(server_pid), mach1 = machine_busy(), run1, wait1;
     sched = proc_sched(server_pid, &run1, &wait1) && sched;
+    dsched = proc_sched(getpid(), &drun1, &dwait1) && dsched;
 
     uint64_t sent_all = 0, lost = 0, unique = 0;
     for (int s = 0; s < nsend; s++)
@@ -887,7 +893,7 @@ int main(int argc, char **argv) {
            "\"deliveries_per_sec\": %.1f, \"lost\": %llu, \"duplicates\": %llu, \"out_of_order\": %llu, "
            "\"disconnected\": %llu, "
            "\"latency_ms\": {\"p50\": %.4f, \"p90\": %.4f, \"p99\": %.4f, \"max\": %.4f, \"samples\": %llu}, "
-           "\"driver_cpu_seconds\": %.3f, \"driver_cpu_share\": %.3f, "
+           "\"driver_cpu_seconds\": %.3f, \"driver_cpu_share\": %.3f, \"driver_wait_share\": %.3f, "
            "\"server_cpu_seconds\": %.3f, \"server_cpu_share\": %.3f, \"server_run_share\": %.3f, "
            "\"server_wait_share\": %.3f, \"other_cpu_share\": %.3f}\n",
            label, pname, nrecv, nsend, messages, size, window, rate,
@@ -898,7 +904,8 @@ int main(int argc, char **argv) {
            (unsigned long long)unique, elapsed > 0 ? unique / elapsed : 0.0, (unsigned long long)lost,
            (unsigned long long)duplicates, (unsigned long long)out_of_order, (unsigned long long)disconnected,
            percentile(0.50) / 1e6, percentile(0.90) / 1e6, percentile(0.99) / 1e6, lat_max / 1e6,
-           (unsigned long long)lat_count, driver_cpu, elapsed > 0 ? driver_cpu / elapsed : 0.0, server_cpu,
+           (unsigned long long)lat_count, driver_cpu, elapsed > 0 ? driver_cpu / elapsed : 0.0,
+           dsched && elapsed > 0 ? (dwait1 - dwait0) / elapsed : -1.0, server_cpu,
            elapsed > 0 && server_cpu >= 0 ? server_cpu / elapsed : -1.0,
            sched && elapsed > 0 ? (run1 - run0) / elapsed : -1.0, sched && elapsed > 0 ? (wait1 - wait0) / elapsed : -1.0,
            elapsed > 0 && other >= 0 ? other / elapsed : -1.0);

@@ -16,7 +16,7 @@ It prints a table with deliveries/s, the ratio to Redis and to ngIRCd, latency, 
 shares of the server, of the driver and of other programs, measured by the driver over the
 interval it timed (the server's from /proc/PID/schedstat, its own from getrusage, the machine's
 from /proc/stat). "server waited" is the time the server sat ready on the run queue while other
-programs held its core. A run where the server's share is near 100% and the driver's well below
+programs held its core ("driver waited" the same for the driver). A run where the server's share is near 100% and the driver's well below
 is one where the server was the bottleneck; one where server CPU + server waited is near 100% was
 limited by the server's core being shared, which says nothing about the driver. Raw results go
 to ``benchmarks/results/peers.json``.
@@ -71,6 +71,7 @@ class Workload:
     window: int
     cap: float  #: seconds the senders may send
     rate: float = 0.0  #: lines a second per sender, 0 = as fast as the window allows
+    skip: dict = dataclasses.field(default_factory=dict)  #: server -> why this workload skips it
 
     def args(self, quick):
         m, cap = (max(1, self.messages // 10), min(self.cap, 3.0)) if quick else (self.messages, self.cap)
@@ -88,7 +89,10 @@ WORKLOADS = [
     Workload("1000x10", 1000, 10, 10_000, 128, 8.0),
     # 10 senders x 20 lines/s x 5,000 receivers = 1 million deliveries/s: below every server's
     # ceiling, so the latency is the relaying's, not queueing behind the window.
-    Workload("5000x10", 5000, 10, 100, 128, 10.0, rate=20.0),
+    Workload("5000x10", 5000, 10, 100, 128, 10.0, rate=20.0, skip={
+        "ngircd": "ngIRCd at 5000x10 skipped: IRC announces every JOIN to every member, so 5,000 "
+                  "joins are 12.5 million lines, and ngIRCd (listen backlog 10) had 3,442 of 5,010 "
+                  "clients in after the 120 s setup bound on this machine"}),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -322,8 +326,8 @@ def pct(x):
 # -- the table ------------------------------------------------------------------------------------
 
 HEADER = ["workload", "server", "deliveries/s", "x redis", "x ngircd", "p50 ms", "p99 ms", "lost/dup/ooo",
-          "server CPU", "server waited", "driver CPU", "other CPU", "notes"]
-NUMERIC = set(range(2, 12))
+          "server CPU", "server waited", "driver CPU", "driver waited", "other CPU", "notes"]
+NUMERIC = set(range(2, 13))
 
 
 def server_share(r):
@@ -357,7 +361,8 @@ def rows(entries):
         out.append([e["workload"], e["server"], f"{r['deliveries_per_sec']:,.0f}", ratio("redis"),
                     ratio("ngircd"), f"{r['latency_ms']['p50']:.2f}", f"{r['latency_ms']['p99']:.2f}",
                     f"{r['lost']}/{r['duplicates']}/{r['out_of_order']}", pct(server_share(r)),
-                    pct(r.get("server_wait_share")), pct(r["driver_cpu_share"]), pct(r["other_cpu_share"]), ", ".join(notes)])
+                    pct(r.get("server_wait_share")), pct(r["driver_cpu_share"]), pct(r.get("driver_wait_share")),
+                    pct(r["other_cpu_share"]), ", ".join(notes)])
     return out
 
 
@@ -485,7 +490,14 @@ def main(argv=None):
     info = machine_info()
     sys.stderr.write(f"peers under benchmarks/driver.c: {info['cpu']}, {info['cores']} cores; {info['pinning']}\n")
     started = time.monotonic()
-    entries = [run_one(driver, w, p, args.quick, sys.stderr.write) for w in workloads for p in peers]
+    entries = []
+    for w in workloads:
+        for p in peers:
+            if p.name in w.skip and not args.quick:
+                skipped.append(w.skip[p.name])
+                sys.stderr.write(f"  {w.name:<8} {p.name:<13} skipped (see the end)\n")
+            else:
+                entries.append(run_one(driver, w, p, args.quick, sys.stderr.write))
     saved = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "commit": git_commit(), "quick": args.quick, "machine": info,
              "wall_seconds": round(time.monotonic() - started, 1), "skipped": skipped,
