@@ -23,7 +23,7 @@
  *
  * Pacing: a sender keeps at most --window lines in flight beyond the slowest connection that
  * receives its lines, so no server queue grows without bound; --rate caps lines per second per
- * sender (0: as fast as the window allows).
+ * sender (0: as fast as the window allows), the senders' lines spread evenly over each period.
  *
  * The clock starts when every connection is ready (joined or subscribed) and stops at the last
  * delivery. Over that interval the driver reads its own CPU time (getrusage), the server's
@@ -668,7 +668,10 @@ static void pump(int s, int64_t now) {
         return; /* the kernel is not taking it yet */
     uint64_t allowed = (uint64_t)messages;
     if (rate > 0) {
-        uint64_t due = (uint64_t)((now - t_start) / 1e9 * rate) + 1;
+        /* sender s says its k-th line at (k + s/S) / rate: spread evenly, not all senders at
+         * the same instant (which makes a burst of S fan-outs whose queueing is the latency) */
+        double at = (now - t_start) / 1e9 * rate - (double)s / nsend;
+        uint64_t due = at < 0 ? 0 : (uint64_t)at + 1;
         if (due < allowed)
             allowed = due;
     }
