@@ -751,7 +751,7 @@ static void parse_args(int argc, char **argv) {
         else
             usage();
     }
-    if (port <= 0 || port > 65535 || nrecv < 0 || nsend < 1 || messages < 1 || size < 32 || size > 400 ||
+    if (port <= 0 || port > 65535 || nrecv < 0 || nsend < 1 || messages < 1 || size < 48 || size > 400 ||
         window < 1 || cap_s <= 0 || connect_concurrency < 1)
         usage();
 }
