@@ -7,8 +7,9 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 CLUSTER_ARGS ?=
 WS_ARGS ?=
+PEERS_ARGS ?=
 
-.PHONY: run test soak bench venv clean
+.PHONY: run test soak bench bench-peers venv clean
 
 venv: $(VENV)/.installed
 
@@ -33,6 +34,11 @@ bench: venv
 	$(PY) benchmarks/history_bench.py $(HISTORY_ARGS)
 	@if command -v redis-server >/dev/null; then $(PY) benchmarks/cluster_bench.py $(CLUSTER_ARGS); \
 	else echo "redis-server not installed: cluster benchmark skipped (see docs/cluster.md)"; fi
+	$(PY) benchmarks/peers.py $(PEERS_ARGS)
+
+# this server beside Redis pub/sub and ngIRCd under the C driver (benchmarks/driver.c) only
+bench-peers: venv
+	$(PY) benchmarks/peers.py $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -526,11 +526,20 @@ def build_parser():
                    help="do not run: print the table (and chart) of a saved results file")
     p.add_argument("--out", default=os.path.join(RESULTS, "latest.json"),
                    help="where to write the raw results (default %(default)s)")
+    p.add_argument("--driver", choices=("chat-load", "c"), default="chat-load",
+                   help="load generator: chat-load (default), or c: benchmarks/peers.py, the C driver "
+                        "against this server, Redis pub/sub and ngIRCd (--quick, --only and --markdown "
+                        "pass through)")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.driver == "c":
+        import peers
+
+        return peers.main((["--quick"] if args.quick else []) + (["--markdown"] if args.markdown else [])
+                          + (["--only", args.only] if args.only else []))
     if args.source:
         with open(args.source) as f:
             saved = json.load(f)
