@@ -27,13 +27,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from chatroom import load  # noqa: E402
+from chatroom.load.config import DRAIN_LIMIT, FD_RESERVE, SetupError  # noqa: E402
+from chatroom.load.report import read_cpu  # noqa: E402
+from chatroom.load.servers import ServerProcess, chat_server_command, raise_nofile_limit  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 #: Seconds one load run may take beyond its own duration cap (setup, drain, idle checks).
-RUN_SLACK = load.DRAIN_LIMIT + 120.0
+RUN_SLACK = DRAIN_LIMIT + 120.0
 #: Open files the 10,000-client run needs in each of the server and the generator.
-NOFILE_FOR_10K = 10_000 + load.FD_RESERVE
+NOFILE_FOR_10K = 10_000 + FD_RESERVE
 #: Share of the machine's CPU (in cores) used by other programs during a run above which the
 #: table flags the run: its figures measure the neighbours as much as the server.
 BUSY_MACHINE = 0.1
@@ -41,7 +43,7 @@ BUSY_MACHINE = 0.1
 BUSY_SAMPLE = 1.0
 
 SERVERS = {
-    "chatroom": load.chat_server_command(),
+    "chatroom": chat_server_command(),
     "naive": [sys.executable, os.path.join(ROOT, "benchmarks", "naive_server.py"), "--port", "0"],
     "asyncio": [sys.executable, os.path.join(ROOT, "benchmarks", "asyncio_server.py"), "--port", "0"],
 }
@@ -123,8 +125,8 @@ def run_one(workload, server_name, quick, log, profile=False):
     procs = len(load_cpus) if load_cpus else 1
     entry = {"workload": workload.name, "server": server_name}
     try:
-        server = load.ServerProcess(pinned(SERVERS[server_name], server_cpus))
-    except load.SetupError as err:
+        server = ServerProcess(pinned(SERVERS[server_name], server_cpus))
+    except SetupError as err:
         entry["error"] = str(err)
         return entry
     spy = Profiler(server.pid, f"{workload.name}-{server_name}", load_cpus) if profile else None
@@ -135,7 +137,7 @@ def run_one(workload, server_name, quick, log, profile=False):
         log(f"  {workload.name:<9} {server_name:<9} ...")
     started = time.monotonic()
     machine_before = machine_busy()
-    ours_before = load.read_cpu(server.pid) or 0.0, children_cpu()
+    ours_before = read_cpu(server.pid) or 0.0, children_cpu()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL,
                               timeout=workload.duration(quick) + RUN_SLACK)
@@ -147,7 +149,7 @@ def run_one(workload, server_name, quick, log, profile=False):
     except subprocess.TimeoutExpired:
         entry["error"] = "load run did not finish in time"
     finally:
-        server_cpu = (load.read_cpu(server.pid) or ours_before[0]) - ours_before[0]
+        server_cpu = (read_cpu(server.pid) or ours_before[0]) - ours_before[0]
         if spy is not None:
             entry["profile"] = spy.stop()
         code = server.stop()
@@ -279,7 +281,7 @@ def check_nofile(selected):
     """The 10k run needs 10,000 sockets on each side: warn early if the hard limit is too low."""
     if "10k" not in selected:
         return
-    _, hard = load.raise_nofile_limit()
+    _, hard = raise_nofile_limit()
     if hard < NOFILE_FOR_10K:
         sys.stderr.write(f"warning: open-files limit {hard} < {NOFILE_FOR_10K}: the 10k run will "
                          f"fail; raise it (ulimit -n) or skip it (--only)\n")
