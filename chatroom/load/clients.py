@@ -216,7 +216,7 @@ class CountingReceiver(Client):
                     return
                 c = buf.count(pattern, 0, n)
                 if tail:
-                    c += (tail + buf[:4]).count(pattern)
+                    c += (tail + buf[:min(n, 4)]).count(pattern)
                 tail = bytes(buf[n - 4:n]) if n >= 4 else (tail + buf[:n])[-4:]
                 if c:
                     self.lines += c
