@@ -8,7 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import BIN, ROOT, free_port, wait_until
+
+from chatroom.load import servers
 
 #: Seconds one load run may take before the test fails (runs here take about a second).
 RUN_TIMEOUT = 60
@@ -102,3 +105,42 @@ def test_setup_failure_is_reported():
     done = chat_load("--port", free_port(), "--receivers", 2, "--senders", 1)
     assert done.returncode == 2
     assert "failed to connect" in done.stderr
+
+
+# -- --protocol irc, against ngIRCd (until this server has its IRC listener) ----------------------
+
+
+@pytest.fixture
+def ngircd(tmp_path):
+    """A private ngIRCd on a free loopback port, configured as the benchmarks run it."""
+    if servers.ngircd_binary() is None:
+        pytest.skip("ngircd is not installed (Debian: apt-get install ngircd)")
+    server = servers.ServerProcess(servers.ngircd_command(str(tmp_path)),
+                                   listening=servers.NGIRCD_LISTENING)
+    yield server
+    server.stop()
+
+
+def test_irc_every_line_arrives_once_in_order(ngircd):
+    r = load_json("--protocol", "irc", "--port", ngircd.port, "--server-pid", ngircd.pid,
+                  "--receivers", 20, "--senders", 3, "--messages", 300, "--check", "all")
+    assert_clean(r, 20, 3, 300)
+    assert r["clients"]["checked"] == 23
+    assert r["latency_ms"]["samples"] == r["delivered"]
+    assert r["server_rss_kib"]["connected"] > 0
+
+
+def test_irc_counting_receivers_operator_senders_and_idle_clients(ngircd):
+    r = load_json("--protocol", "irc", "--port", ngircd.port, "--receivers", 30, "--senders", 4,
+                  "--messages", 500, "--check", 2, "--procs", 2, "--idle", 6,
+                  "--irc-oper", ":".join(servers.NGIRCD_OPER))
+    assert_clean(r, 30, 4, 500)
+    assert r["clients"]["checked"] == 4  # 2 in each process
+    assert r["idle_alive"] == 6 and r["idle_heard"] == 0
+
+
+def test_irc_flags_are_checked():
+    done = chat_load("--protocol", "irc", "--size", 1000)
+    assert done.returncode != 0 and "--size is at most" in done.stderr
+    done = chat_load("--irc-oper", "load:load")
+    assert done.returncode != 0 and "--irc-oper" in done.stderr

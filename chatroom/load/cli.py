@@ -31,10 +31,19 @@ from .config import (
     Config,
     SetupError,
 )
+from .irc import MAX_TEXT
 from .report import ServerWatch, format_summary, merge
-from .servers import ServerProcess, chat_server_command, raise_nofile_limit
+from .servers import (
+    IRC_LISTENING,
+    ServerProcess,
+    chat_server_command,
+    chat_server_irc_command,
+    raise_nofile_limit,
+)
 from .worker import Worker
 
+#: Default port with ``--protocol irc``: IRC's own.
+IRC_PORT = 6667
 #: Seconds between progress updates (the live line, worker reports, server RSS samples).
 PROGRESS_INTERVAL = 0.5
 #: Seconds a worker process may take to report its result after the senders' deadline and drain.
@@ -237,9 +246,17 @@ def build_parser():
                     "latency, loss, duplicates and order.")
     a = p.add_argument
     a("--host", default=None, help="server address (default 127.0.0.1)")
-    a("--port", type=int, default=None, help="server port (default 7777)")
+    a("--port", type=int, default=None,
+      help=f"server port (default {settings.DEFAULT_PORT}, or {IRC_PORT} with --protocol irc)")
+    a("--protocol", choices=("native", "irc"), default="native",
+      help="what the clients speak: this server's line protocol, or IRC (each client registers "
+           "as lN and joins #ROOM) (default %(default)s)")
+    a("--irc-oper", metavar="NAME:PASSWORD", default="",
+      help="with --protocol irc, senders become IRC operators (OPER NAME PASSWORD) and set user "
+           "mode +F: ngIRCd's relaxed flood protection, without which it throttles them")
     a("--spawn-server", action="store_true",
-      help="start bin/chat-server on a free port (flood limit and per-IP limit off) and stop it after")
+      help="start bin/chat-server on a free port (flood limit and per-IP limit off; with "
+           "--protocol irc, its IRC listener on a free port too) and stop it after")
     a("--server-pid", type=int, default=0, help="PID of the server, to report its RSS")
     a("--room", default="load", help="room every client joins (default %(default)s)")
     a("--receivers", type=int, default=10, help="reading clients (default %(default)s)")
@@ -249,7 +266,8 @@ def build_parser():
       help="seconds the senders may send, a hard cap (default %(default)s)")
     a("--rate", type=float, default=0.0,
       help="lines a second per sender, 0 = as fast as the window allows (default %(default)s)")
-    a("--size", type=int, default=DEFAULT_SIZE, help="bytes of text per line (default %(default)s)")
+    a("--size", type=int, default=DEFAULT_SIZE,
+      help=f"bytes of text per line, at most {MAX_TEXT} with --protocol irc (default %(default)s)")
     a("--window", type=int, default=DEFAULT_WINDOW,
       help="lines a sender may have in flight beyond its slowest checked receiver (default %(default)s)")
     a("--check", default=str(DEFAULT_CHECK),
@@ -267,13 +285,14 @@ def build_parser():
 
 def config_from_args(args):
     check = -1 if args.check == "all" else int(args.check)
+    default_port = IRC_PORT if args.protocol == "irc" else settings.DEFAULT_PORT
     cfg = Config(
         host=args.host or settings.DEFAULT_HOST,
-        port=args.port if args.port is not None else settings.DEFAULT_PORT,
+        port=args.port if args.port is not None else default_port, protocol=args.protocol,
         room=args.room, receivers=args.receivers, senders=args.senders, idle=args.idle,
         stalled=args.stalled, messages=args.messages, duration=args.duration, rate=args.rate,
         size=args.size, window=args.window, check=check, source_addrs=args.source_addrs,
-        procs=max(1, args.procs))
+        procs=max(1, args.procs), irc_oper=args.irc_oper)
     for name in ("receivers", "senders", "idle", "stalled", "messages"):
         if getattr(cfg, name) < 0:
             raise SystemExit(f"chat-load: --{name} must not be negative")
@@ -281,6 +300,13 @@ def config_from_args(args):
         raise SystemExit("chat-load: --source-addrs must be 1 to 254 (127.0.0.1 .. 127.0.0.254)")
     if cfg.window < 1 or cfg.duration <= 0 or cfg.size < 1:
         raise SystemExit("chat-load: --window, --duration and --size must be positive")
+    if cfg.irc_oper and (cfg.protocol != "irc" or ":" not in cfg.irc_oper):
+        raise SystemExit("chat-load: --irc-oper is NAME:PASSWORD, with --protocol irc")
+    if cfg.protocol == "irc" and cfg.size > MAX_TEXT:
+        raise SystemExit(f"chat-load: --size is at most {MAX_TEXT} with --protocol irc (an IRC line "
+                         f"is at most 512 bytes)")
+    if cfg.protocol == "irc" and any(c in cfg.room for c in " ,:\r\n\a\0"):
+        raise SystemExit("chat-load: with --protocol irc, --room must be one word without ',' or ':'")
     return cfg
 
 
@@ -299,7 +325,10 @@ def main(argv=None):
         return 2
     server = None
     try:
-        if args.spawn_server:
+        if args.spawn_server and cfg.protocol == "irc":
+            server = ServerProcess(chat_server_irc_command("--host", cfg.host), listening=IRC_LISTENING)
+            cfg.port = server.port
+        elif args.spawn_server:
             server = ServerProcess(chat_server_command("--host", cfg.host))
             cfg.port = server.port
         pid = server.pid if server else args.server_pid

@@ -33,9 +33,31 @@ MARK_END = b"E"
 
 
 class Client:
-    """One connection: connect (from a chosen source address), join a room, pass the barrier."""
+    """One connection: connect (from a chosen source address), join a room, pass the barrier.
+
+    This class speaks the native protocol; :mod:`.irc` has the same clients speaking IRC. What
+    differs is the handshake (:meth:`handshake`) and the dialect below: how a sender frames its
+    text, and where a received line says it is a data line (``MSG <room> <from> L ...``: field 0
+    is ``MSG``, field 3 the data mark; an IRC ``:from PRIVMSG #room :L ...`` has ``PRIVMSG`` in
+    field 1 and ``:L`` in field 3, so the checked receivers' loop is the same for both).
+    """
 
     __slots__ = ("sock", "id", "framer", "closed")
+
+    #: Connects (and their handshakes) in flight at once per process: far below the server's
+    #: listen backlog (1024), so a connect storm never overflows it and costs a SYN retry of a
+    #: second or more.
+    CONNECTS_IN_FLIGHT = 200
+    #: The line end a client writes.
+    EOL = b"\n"
+    #: A received line of a sender's, split on its first 7 spaces: ``f[KIND_AT] == KIND``, and
+    #: ``f[3]`` is ``DATA_FIELD`` for a data line or ``END_FIELD`` for an end marker (the text's
+    #: first word: :data:`MARK_DATA` or :data:`MARK_END`). The sender's key, the sequence number
+    #: (or, in an end marker, the count) and the send time follow in fields 4 to 6.
+    KIND_AT = 0
+    KIND = b"MSG"
+    DATA_FIELD = MARK_DATA
+    END_FIELD = MARK_END
 
     def __init__(self):
         self.sock = None
@@ -43,8 +65,9 @@ class Client:
         self.framer = None
         self.closed = None  #: why the connection ended, once it has
 
-    def connect(self, host, port, source, room):
-
+    def connect(self, host, port, source, room, name=None, oper=None):
+        """Connect, join ``room`` and pass the barrier. ``name`` is the nickname and ``oper`` the
+        ``(name, password)`` to become an IRC operator with, where the protocol has them."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             if source:
@@ -53,33 +76,49 @@ class Client:
             sock.connect((host, port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(SETUP_TIMEOUT)
-            sock.sendall(b"JOIN " + room.encode() + b"\n" + PING_READY)
-            framer = LineFramer()
-            joined = False
-            while True:
-                data = sock.recv(RECV_SIZE)
-                if not data:
-                    raise SetupError(f"server closed the connection during setup (id {self.id})")
-                for line in framer.feed(data):
-                    if type(line) is not bytes:
-                        continue
-                    if line.startswith(b"HELLO ") and self.id is None:
-                        self.id = line.split(b" ")[1].decode()
-                    elif line.startswith(b"JOIN ") and line.split(b" ")[1:3] == [
-                            room.encode(), (self.id or "").encode()]:
-                        joined = True
-                    elif line == PONG_READY:
-                        if not joined:
-                            raise SetupError(f"no 'JOIN {room} {self.id}' before PONG")
-                        self.framer = framer
-                        sock.settimeout(None)
-                        self.sock = sock
-                        return
-                    elif line.startswith((b"BYE ", b"ERR ")):
-                        raise SetupError(f"server said {line.decode(errors='replace')!r} during setup")
+            self.framer = self.handshake(sock, room, name, oper)
+            sock.settimeout(None)
+            self.sock = sock
         except BaseException:
             sock.close()
             raise
+
+    def handshake(self, sock, room, name, oper):
+        """Join ``room``, then a ``PING``/``PONG`` round trip; returns the framer (it may hold the
+        start of a line that came after)."""
+        sock.sendall(b"JOIN " + room.encode() + b"\n" + PING_READY)
+        framer = LineFramer()
+        joined = False
+        while True:
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                raise SetupError(f"server closed the connection during setup (id {self.id})")
+            for line in framer.feed(data):
+                if type(line) is not bytes:
+                    continue
+                if line.startswith(b"HELLO ") and self.id is None:
+                    self.id = line.split(b" ")[1].decode()
+                elif line.startswith(b"JOIN ") and line.split(b" ")[1:3] == [
+                        room.encode(), (self.id or "").encode()]:
+                    joined = True
+                elif line == PONG_READY:
+                    if not joined:
+                        raise SetupError(f"no 'JOIN {room} {self.id}' before PONG")
+                    return framer
+                elif line.startswith((b"BYE ", b"ERR ")):
+                    raise SetupError(f"server said {line.decode(errors='replace')!r} during setup")
+
+    def say_prefix(self, room):
+        """What a sender writes before the text of a line to ``room``."""
+        return b"SEND "
+
+    def ping(self, token):
+        """A ``PING`` line whose answer carries ``token`` (bytes)."""
+        return b"PING " + token + self.EOL
+
+    def pong_token(self, line):
+        """The token of a ``PONG`` line, or None for any other line."""
+        return line[5:] if line.startswith(b"PONG ") else None
 
     def close(self):
         if self.sock is not None:
@@ -117,6 +156,7 @@ class CheckedReceiver(Client):
         last = self.last
         lat = self.latencies.append
         clock = time.monotonic_ns
+        kind_at, kind, mark = self.KIND_AT, self.KIND, self.DATA_FIELD
         try:
             while True:
                 data = recv(RECV_SIZE)
@@ -129,7 +169,7 @@ class CheckedReceiver(Client):
                     if type(line) is not bytes:
                         continue
                     f = line.split(b" ", 7)
-                    if len(f) == 8 and f[3] == MARK_DATA and f[0] == b"MSG":
+                    if len(f) == 8 and f[3] == mark and f[kind_at] == kind:
                         s = f[4]
                         seq = int(f[5])
                         if seq == last.get(s, -1) + 1:
@@ -269,10 +309,12 @@ class Talker:
         return self.client.pong
 
     def say(self, cfg, t0, deadline):
-        sendall = self.client.sock.sendall
+        client = self.client
+        sendall = client.sock.sendall
         clock = time.monotonic_ns
-        head = b"SEND L " + self.key + b" "
-        header_len = len(head) + len(b"%d %d " % (cfg.messages, t0)) - len(b"SEND ")
+        say, eol = client.say_prefix(cfg.room), client.EOL
+        head = say + MARK_DATA + b" " + self.key + b" "
+        header_len = len(head) + len(b"%d %d " % (cfg.messages, t0)) - len(say)
         pad = b"x" * max(1, cfg.size - header_len)
         interval = int(1e9 / cfg.rate) if cfg.rate > 0 else 0
         # Senders start evenly staggered over one interval, so the room sees a steady stream.
@@ -300,15 +342,15 @@ class Talker:
                     if window - (seq - 1 - self.acked()) <= 0:
                         self.pacer.wait()
                     continue
-                stamp = b" %d " % now + pad + b"\n"
+                stamp = b" %d " % now + pad + eol
                 batch = b"".join([head + b"%d" % i + stamp for i in range(seq, seq + n)])
                 seq += n
                 if use_ping:
-                    batch += b"PING %d\n" % (seq - 1)
+                    batch += client.ping(b"%d" % (seq - 1))
                 sendall(batch)
                 self.sent = seq
-            sendall(b"SEND E " + self.key + b" %d\n" % seq)
+            sendall(say + MARK_END + b" " + self.key + b" %d" % seq + eol)
         except OSError as err:
-            self.client.closed = self.client.closed or f"error: {err}"
+            client.closed = client.closed or f"error: {err}"
         finally:
             self.end_ns = clock()

@@ -55,6 +55,8 @@ class Config:
     window: int = DEFAULT_WINDOW
     check: int = DEFAULT_CHECK  # < 0: every receiver checks
     source_addrs: int = 1
+    protocol: str = "native"  # or "irc"
+    irc_oper: str = ""  # "NAME:PASSWORD": IRC senders become operators with user mode +F
     procs: int = 1
     index: int = 0
 

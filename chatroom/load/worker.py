@@ -10,10 +10,17 @@ from gevent.pool import Pool
 
 from .clients import CheckedReceiver, Client, CountingReceiver, Pacer, Talker
 from .config import DRAIN_LIMIT, DRAIN_SECONDS, RECV_SIZE, SETUP_TIMEOUT, SetupError
+from .irc import IrcCheckedReceiver, IrcClient, IrcCountingReceiver
 
-#: Connects (and their handshakes) in flight at once per process: far below the server's listen
-#: backlog (1024), so a connect storm never overflows it and costs a SYN retry of a second or more.
-CONNECT_CONCURRENCY = 200
+#: For each ``--protocol``: the classes of (a client that only joins, a checked receiver, a
+#: counting receiver).
+PROTOCOLS = {
+    "native": (Client, CheckedReceiver, CountingReceiver),
+    "irc": (IrcClient, IrcCheckedReceiver, IrcCountingReceiver),
+}
+
+#: Idle clients' closing PING round trips in flight at once per process.
+ROUND_TRIPS_IN_FLIGHT = 200
 #: Seconds between looks at the receivers' progress while draining.
 DRAIN_POLL = 0.05
 #: Most checked receivers a sender looks at for its window (evenly spread over them).
@@ -31,10 +38,11 @@ class Worker:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        n_recv, _ = cfg.share(cfg.receivers)
+        joiner, checked, counting = PROTOCOLS[cfg.protocol]
+        n_recv, first_recv = cfg.share(cfg.receivers)
         n_send, first_sender = cfg.share(cfg.senders)
         n_idle, first_idle = cfg.share(cfg.idle)
-        n_stalled, _ = cfg.share(cfg.stalled)
+        n_stalled, first_stalled = cfg.share(cfg.stalled)
         # Every client in the room receives: the receivers, and the senders (the others' lines).
         # The checked ones are spread evenly over all of them.
         hearing = n_recv + n_send
@@ -43,16 +51,24 @@ class Worker:
         self.hearing = []
         for i in range(hearing):
             markers = cfg.senders - (1 if i >= n_recv else 0)  # a sender hears all others' ends
-            kind = CheckedReceiver if i in checked_at else CountingReceiver
+            kind = checked if i in checked_at else counting
             self.hearing.append(kind(markers))
         self.receivers = self.hearing[:n_recv]
         pacer = Pacer()
         self.talkers = [Talker(c, first_sender + k, pacer)
                         for k, c in enumerate(self.hearing[n_recv:])]
-        self.checked = [c for c in self.hearing if type(c) is CheckedReceiver]
-        self.counting = [c for c in self.hearing if type(c) is CountingReceiver]
-        self.idle = [(Client(), f"idle-{first_idle + i}") for i in range(n_idle)]
-        self.stalled = [Client() for _ in range(n_stalled)]
+        self.checked = [c for c in self.hearing if isinstance(c, CheckedReceiver)]
+        self.counting = [c for c in self.hearing if isinstance(c, CountingReceiver)]
+        self.idle = [(joiner(), f"idle-{first_idle + i}") for i in range(n_idle)]
+        self.stalled = [joiner() for _ in range(n_stalled)]
+        # A name for each client, unique over every process (IRC nicknames): its number among
+        # all clients, counted receivers, senders, idle, stalled.
+        r, s, i = cfg.receivers, cfg.senders, cfg.idle
+        numbers = ([first_recv + k for k in range(n_recv)] + [r + first_sender + k for k in range(n_send)]
+                   + [r + s + first_idle + k for k in range(n_idle)]
+                   + [r + s + i + first_stalled + k for k in range(n_stalled)])
+        clients = self.hearing + [c for c, _ in self.idle] + self.stalled
+        self.names = {c: f"l{n}" for c, n in zip(clients, numbers, strict=True)}
         for t in self.talkers:
             pace = [c for c in self.checked if c is not t.client]
             if len(pace) > PACE_SAMPLE:
@@ -83,18 +99,22 @@ class Worker:
             n += self.cfg.procs
 
     def connect(self):
-        """Connect every client (idle ones first), at most CONNECT_CONCURRENCY at once."""
+        """Connect every client (idle ones first), at most ``CONNECTS_IN_FLIGHT`` at once."""
         cfg = self.cfg
         started = time.monotonic()
-        pool = Pool(CONNECT_CONCURRENCY)
+        pool = Pool(PROTOCOLS[cfg.protocol][0].CONNECTS_IN_FLIGHT)
         source = self.sources()
         jobs = [(c, room) for c, room in self.idle]
         jobs += [(c, cfg.room) for c in self.stalled + self.hearing]
         failures = []
 
+        oper = tuple(cfg.irc_oper.split(":", 1)) if cfg.irc_oper else None
+        talking = {t.client for t in self.talkers}
+
         def one(client, room, src):
             try:
-                client.connect(cfg.host, cfg.port, src, room)
+                client.connect(cfg.host, cfg.port, src, room, self.names[client],
+                               oper if client in talking else None)
             except Exception as err:  # noqa: BLE001 - reported, and the run stops
                 failures.append(f"{type(err).__name__}: {err}")
                 return
@@ -155,7 +175,7 @@ class Worker:
 
     def _check_idle(self):
         """A PING round trip on every idle client: still connected, and heard nothing else?"""
-        pool = Pool(CONNECT_CONCURRENCY)
+        pool = Pool(ROUND_TRIPS_IN_FLIGHT)
         answers = pool.map(_idle_round_trip, [c for c, _ in self.idle])
         self.idle_alive = sum(1 for heard in answers if heard is not None)
         self.idle_heard = sum(heard for heard in answers if heard)
@@ -241,13 +261,13 @@ def _idle_round_trip(client):
     heard = 0
     try:
         sock.settimeout(IDLE_CHECK_TIMEOUT)
-        sock.sendall(b"PING idle\n")
+        sock.sendall(client.ping(b"idle"))
         while True:
             data = sock.recv(RECV_SIZE)
             if not data:
                 return None
             for line in client.framer.feed(data):
-                if line == b"PONG idle":
+                if client.pong_token(line) == b"idle":
                     return heard
                 heard += 1
     except OSError:
