@@ -149,7 +149,12 @@ def run_one(workload, server_name, quick, log, profile=False):
     except subprocess.TimeoutExpired:
         entry["error"] = "load run did not finish in time"
     finally:
+        # Read before the server is stopped and waited for: from then on its CPU time is in
+        # children_cpu() too, and would count twice.
         server_cpu = (read_cpu(server.pid) or ours_before[0]) - ours_before[0]
+        load_cpu = children_cpu() - ours_before[1]
+        machine_after = machine_busy()
+        elapsed = time.monotonic() - started
         if spy is not None:
             entry["profile"] = spy.stop()
         code = server.stop()
@@ -158,9 +163,8 @@ def run_one(workload, server_name, quick, log, profile=False):
     entry["wall_seconds"] = round(time.monotonic() - started, 2)
     # CPU that neither this server nor the load generator used: other programs on the machine,
     # which make the figures of this run unreliable.
-    ours = server_cpu + children_cpu() - ours_before[1]
-    entry["other_cpu_share"] = round(max(0.0, machine_busy() - machine_before - ours)
-                                     / entry["wall_seconds"], 3)
+    entry["other_cpu_share"] = round(max(0.0, machine_after - machine_before - server_cpu - load_cpu)
+                                     / elapsed, 3)
     log(f"\r  {workload.name:<9} {server_name:<9} {describe(entry)}\033[K\n"
         if sys.stderr.isatty() else f"  {workload.name:<9} {server_name:<9} {describe(entry)}\n")
     return entry
