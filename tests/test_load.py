@@ -144,3 +144,44 @@ def test_irc_flags_are_checked():
     assert done.returncode != 0 and "--size is at most" in done.stderr
     done = chat_load("--irc-oper", "load:load")
     assert done.returncode != 0 and "--irc-oper" in done.stderr
+
+
+def test_irc_counting_receiver_counts_across_reads_and_answers_pings():
+    """Lines split at every awkward place: PRIVMSGs counted once each, each PING answered once."""
+    import gevent
+    from gevent import socket as gsocket
+
+    from chatroom.load.irc import IrcCountingReceiver
+
+    relayed = b":l7!~l7@127.0.0.1 PRIVMSG #load :L 3 %d 123 xxxxxxxx\r\n"
+    stream = b"".join(relayed % i for i in range(40))
+    stream += b"PING :tok-1\r\n" + b"".join(relayed % i for i in range(40, 50))
+    stream += b":load.test PING :tok-2\r\n" + relayed % 50 + b"PING tok-3\r\n"
+    receiver = IrcCountingReceiver(markers=0)
+    ours, theirs = gsocket.socketpair()
+    receiver.sock = ours
+    receiver.pattern = b" PRIVMSG #load :"
+    reader = gevent.spawn(receiver.run)
+    # Chunks of 1 to 37 bytes: every pattern, line end and PING is split somewhere.
+    sizes = [1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37]
+    pos = k = 0
+    while pos < len(stream):
+        theirs.sendall(stream[pos:pos + sizes[k % len(sizes)]])
+        pos += sizes[k % len(sizes)]
+        k += 1
+        gevent.sleep(0.001)  # one read per chunk
+    theirs.shutdown(gsocket.SHUT_WR)
+    reader.join(timeout=10)
+    answers = b""
+    theirs.settimeout(5)
+    while True:
+        data = theirs.recv(65536)
+        if not data:
+            break
+        answers += data
+        if answers.count(b"\r\n") == 3:
+            break
+    assert receiver.lines == 51
+    assert answers == b"PONG :tok-1\r\nPONG :tok-2\r\nPONG tok-3\r\n"
+    ours.close()
+    theirs.close()

@@ -13,7 +13,7 @@ the same loop; only field 1 (``PRIVMSG``) and the mark's leading colon differ. C
 count `` PRIVMSG #room :`` in C, as the native ones count ``MSG`` line starts.
 
 Every client answers the server's ``PING :x`` with ``PONG :x``: a checked receiver as it frames the
-line, a counting one after a C search for ``PING`` at a line start finds one (it frames only then).
+line, a counting one after a C search for ``PING`` in what it read finds one (it frames only then).
 """
 
 import time
@@ -138,10 +138,10 @@ class IrcCheckedReceiver(IrcDialect, CheckedReceiver):
     __slots__ = ()
 
     def _other(self, f):
-        if f[0] == b"PING":
+        if f[0] == b"PING" or f[1:2] == [b"PING"]:
             # Only a silent client is PINGed, so a talker's client (never silent while it
             # talks) does not write here at the same time as its talker.
-            self.sock.sendall(b"PONG " + b" ".join(f[1:]) + b"\r\n")
+            self.sock.sendall(pong_for(b" ".join(f)))
             return
         if f[0] == b"ERROR":
             self.bye = b" ".join(f[1:]).decode(errors="replace")
@@ -200,7 +200,9 @@ class IrcCountingReceiver(IrcDialect, CountingReceiver):
                 if c:
                     self.lines += c
                     self.last_ns = clock()
-                if buf.find(b"\nPING ", 0, n) >= 0 or (rest + buf[:5]).startswith(b"PING "):
+                # "PING " appears in no relayed line of a load run: where it is, a server's PING
+                # (with or without a prefix) is in this read, or completed by it.
+                if buf.find(b"PING ", 0, n) >= 0 or rest and b"PING " in rest + buf[:min(n, 4)]:
                     self._answer_pings(rest + bytes(buf[:n]))
                 end = buf.rfind(b"\n", 0, n)
                 rest = bytes(buf[end + 1:n]) if end >= 0 else (rest + buf[:n])[-PARTIAL_LIMIT:]
