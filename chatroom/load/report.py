@@ -43,6 +43,7 @@ def merge(cfg, t0, parts, watch):
     load_cpu = sum(p["cpu_seconds"] for p in parts)
     return {
         "server": {"host": cfg.host, "port": cfg.port},
+        "protocol": cfg.protocol,
         "room": cfg.room,
         "clients": {"receivers": cfg.receivers, "senders": cfg.senders, "idle": cfg.idle,
                     "stalled": cfg.stalled, "total": cfg.receivers + cfg.senders + cfg.idle + cfg.stalled,
@@ -169,7 +170,9 @@ def format_summary(r):
         f"chat-load: {c['receivers']:,} receivers + {c['senders']:,} senders in room '{r['room']}'"
         + (f", {c['idle']:,} idle" if c["idle"] else "")
         + (f", {c['stalled']:,} stalled" if c["stalled"] else "")
-        + f" on {r['server']['host']}:{r['server']['port']} ({r['procs']} process"
+        + f" on {r['server']['host']}:{r['server']['port']}"
+        + (" over IRC" if r.get("protocol") == "irc" else "")
+        + f" ({r['procs']} process"
         + ("es)" if r["procs"] > 1 else ")"),
         f"  connect     {c['total']:,} clients in {r['connect_seconds']:.2f} s",
         f"  sent        {r['sent']:,} messages ({r['sent_per_sec']:,.0f} msg/s)",
