@@ -21,7 +21,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from chatroom import load  # noqa: E402
+from chatroom.load.config import DRAIN_LIMIT, SetupError  # noqa: E402
+from chatroom.load.servers import ServerProcess, chat_server_command  # noqa: E402
 
 #: (name, bin/chat-load flags, the same flags for --quick). One room; the receivers spread over
 #: the workers, so each message crosses Redis once and is fanned out on both.
@@ -37,7 +38,7 @@ START_TIMEOUT = 10.0
 #: Seconds between looks while waiting for them.
 START_POLL = 0.05
 #: Seconds one load run may take beyond its own duration cap (setup, drain).
-RUN_SLACK = load.DRAIN_LIMIT + 60.0
+RUN_SLACK = DRAIN_LIMIT + 60.0
 
 
 class Redis:
@@ -54,7 +55,7 @@ class Redis:
         while not self._answers():
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 self.stop()
-                raise load.SetupError("redis-server did not start")
+                raise SetupError("redis-server did not start")
             time.sleep(START_POLL)
 
     @property
@@ -77,13 +78,13 @@ class Redis:
 def start(setup, redis):
     """The server for ``setup``, listening, with every worker in the cluster."""
     if setup == "alone":
-        return load.ServerProcess(load.chat_server_command())
-    server = load.ServerProcess(load.chat_server_command("--workers", "2", "--redis", redis.url))
+        return ServerProcess(chat_server_command())
+    server = ServerProcess(chat_server_command("--workers", "2", "--redis", redis.url))
     deadline = time.monotonic() + START_TIMEOUT
     while sum("Cluster: connected" in line for line in list(server.tail)) < 2:
         if time.monotonic() > deadline:
             server.stop()
-            raise load.SetupError("workers did not join the cluster:\n" + server.output())
+            raise SetupError("workers did not join the cluster:\n" + server.output())
         time.sleep(START_POLL)
     return server
 
@@ -132,7 +133,7 @@ def main(argv=None):
         for setup in SETUPS:
             try:
                 result = run(flags, setup, duration)
-            except (load.SetupError, subprocess.TimeoutExpired) as err:
+            except (SetupError, subprocess.TimeoutExpired) as err:
                 result = {"error": str(err)}
             results.append({"workload": name, "server": setup, "result": result})
             print(row(name, setup, result), flush=True)

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: the same bin/chat-load workloads against this server and two baselines.
+"""Side-by-side benchmark: the same bin/chat-load workloads against this server and its peers.
 
-``make bench`` runs every workload against ``bin/chat-server`` (flood and per-IP limits off), the
-tutorial-style gevent server (``benchmarks/naive_server.py``) and a stdlib asyncio server
-(``benchmarks/asyncio_server.py``). Each run gets a fresh server; with two or more cores the
-server is pinned to one core and the load generator to the others, so they never share one.
+``make bench`` runs every workload against its peers: the native-protocol workloads against
+``bin/chat-server`` (flood and per-IP limits off), the tutorial-style gevent server
+(``benchmarks/naive_server.py``) and a stdlib asyncio server (``benchmarks/asyncio_server.py``);
+the IRC workloads against ``bin/chat-server``'s IRC listener and ngIRCd. A peer is a command that
+starts a server, the line it prints saying where it listens, the protocol chat-load speaks to it
+and any chat-load flags of its own (:class:`Peer`); a peer that cannot run here (not installed,
+not written yet) is skipped with the reason. Each run gets a fresh server; with two or more cores
+the server is pinned to one core and the load generator to the others, so they never share one.
 Prints a table (``--markdown`` for docs/performance.md), checks the goals, writes the raw results
 to ``benchmarks/results/latest.json`` and a chart to ``benchmarks/results/latest.png``.
 """
@@ -22,32 +26,73 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from chatroom import load  # noqa: E402
+from chatroom.load.config import DEFAULT_CHECK, DRAIN_LIMIT, FD_RESERVE, SetupError  # noqa: E402
+from chatroom.load.report import read_cpu  # noqa: E402
+from chatroom.load.servers import (  # noqa: E402
+    IRC_LISTENING,
+    LISTENING,
+    NGIRCD_LISTENING,
+    NGIRCD_OPER,
+    ServerProcess,
+    chat_server_command,
+    chat_server_irc_command,
+    ngircd_binary,
+    ngircd_command,
+    raise_nofile_limit,
+)
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 #: Seconds one load run may take beyond its own duration cap (setup, drain, idle checks).
-RUN_SLACK = load.DRAIN_LIMIT + 120.0
+RUN_SLACK = DRAIN_LIMIT + 120.0
 #: Open files the 10,000-client run needs in each of the server and the generator.
-NOFILE_FOR_10K = 10_000 + load.FD_RESERVE
+NOFILE_FOR_10K = 10_000 + FD_RESERVE
 #: Share of the machine's CPU (in cores) used by other programs during a run above which the
 #: table flags the run: its figures measure the neighbours as much as the server.
 BUSY_MACHINE = 0.1
 #: Seconds the machine's CPU use is sampled before the runs, to warn if it is busy already.
 BUSY_SAMPLE = 1.0
 
-SERVERS = {
-    "chatroom": load.chat_server_command(),
-    "naive": [sys.executable, os.path.join(ROOT, "benchmarks", "naive_server.py"), "--port", "0"],
-    "asyncio": [sys.executable, os.path.join(ROOT, "benchmarks", "asyncio_server.py"), "--port", "0"],
-}
-ALL_SERVERS = tuple(SERVERS)
-#: This server again with --metrics-port on and scraped once a second during the run, to show
-#: what metrics cost (workload 100x10 only; the chart and the goals leave it out).
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """A server to run workloads against."""
+
+    name: str
+    command: object  #: ``command(workdir)``: the argv that starts it (workdir: a fresh, empty folder)
+    listening: str = LISTENING  #: regex for the line it prints once it listens: address, port
+    protocol: str = "native"  #: what chat-load speaks to it (``--protocol``)
+    load_flags: tuple = ()  #: chat-load flags of its own, after the workload's
+    unavailable: object = None  #: ``unavailable()``: why it cannot run here, or None
+
+    def skip_reason(self):
+        return self.unavailable() if self.unavailable else None
+
+
+def _script(name):
+    return lambda workdir: [sys.executable, os.path.join(ROOT, "benchmarks", name), "--port", "0"]
+
+
+def _no_irc_listener():
+    """Why bin/chat-server's IRC listener cannot be benchmarked, or None when it can."""
+    try:
+        done = subprocess.run(chat_server_command("--help"), capture_output=True, text=True,
+                              cwd=ROOT, timeout=30, stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"bin/chat-server --help failed: {err}"
+    return None if "--irc-port" in done.stdout else "bin/chat-server has no --irc-port (its IRC listener) yet"
+
+
+def _no_ngircd():
+    return None if ngircd_binary() else "ngircd is not installed (Debian: apt-get install ngircd)"
+
+
 def _free_port():
     import socket
 
@@ -56,9 +101,28 @@ def _free_port():
         return s.getsockname()[1]
 
 
+#: This server again with --metrics-port on and scraped once a second during the run, to show
+#: what metrics cost (workload 100x10 only; the chart and the goals leave it out).
 METRICS_PORT = _free_port()
-SERVERS["metrics"] = load.chat_server_command("--metrics-port", str(METRICS_PORT))
 SCRAPE_EVERY = 1.0
+
+PEERS = {p.name: p for p in (
+    Peer("chatroom", lambda workdir: chat_server_command()),
+    Peer("metrics", lambda workdir: chat_server_command("--metrics-port", str(METRICS_PORT))),
+    Peer("naive", _script("naive_server.py")),
+    Peer("asyncio", _script("asyncio_server.py")),
+    Peer("chatroom-irc", lambda workdir: chat_server_irc_command(), listening=IRC_LISTENING,
+         protocol="irc", unavailable=_no_irc_listener),
+    # Its senders are IRC operators with user mode +F, ngIRCd's relaxed flood protection: without
+    # it, ngIRCd handles 3 lines of a client per turn of its loop and throttles the rest.
+    Peer("ngircd", ngircd_command, listening=NGIRCD_LISTENING, protocol="irc",
+         load_flags=("--irc-oper", ":".join(NGIRCD_OPER)), unavailable=_no_ngircd),
+)}
+ALL_SERVERS = tuple(name for name in PEERS if name != "metrics")
+NATIVE_SERVERS = ("chatroom", "naive", "asyncio")
+IRC_SERVERS = ("chatroom-irc", "ngircd")
+#: Peers other servers' throughput is compared with: a column "x NAME" each.
+BASELINES = ("naive", "asyncio", "ngircd")
 
 
 @dataclasses.dataclass
@@ -67,7 +131,7 @@ class Workload:
     title: str
     args: list  #: bin/chat-load flags
     quick: list  #: flags that replace ``args``'s for --quick (same flags, smaller numbers)
-    servers: tuple = ALL_SERVERS
+    servers: tuple = NATIVE_SERVERS
     needs: tuple = ()  #: workloads whose results this one's figures are computed against
 
     def load_args(self, quick):
@@ -78,6 +142,11 @@ class Workload:
         return float(args[args.index("--duration") + 1])
 
 
+#: Lines a sender may have in flight in the IRC workloads: chat-load's default, as in the native
+#: workloads they mirror. Far more than ngIRCd reads ahead of a client (2 KiB); the rest waits in
+#: the kernel's socket buffers, which is what TCP is for.
+IRC_WINDOW = "128"
+
 WORKLOADS = [
     Workload("10x1", "10 receivers, 1 sender",
              ["--receivers", "10", "--senders", "1", "--messages", "100000", "--duration", "10"],
@@ -85,7 +154,7 @@ WORKLOADS = [
     Workload("100x10", "100 receivers, 10 senders",
              ["--receivers", "100", "--senders", "10", "--messages", "20000", "--duration", "10"],
              ["--receivers", "100", "--senders", "10", "--messages", "2000", "--duration", "3"],
-             servers=ALL_SERVERS + ("metrics",)),
+             servers=NATIVE_SERVERS + ("metrics",)),
     Workload("1000x10", "1,000 receivers, 10 senders",
              ["--receivers", "1000", "--senders", "10", "--messages", "1000", "--duration", "10"],
              ["--receivers", "1000", "--senders", "10", "--messages", "200", "--duration", "3"]),
@@ -106,6 +175,19 @@ WORKLOADS = [
              ["--receivers", "100", "--senders", "10", "--messages", "2000", "--duration", "3",
               "--stalled", "1"],
              needs=("100x10",)),
+    # The same fan-out over IRC: this server's IRC listener against ngIRCd, same flags for both.
+    Workload("irc100x10", "IRC: 100 receivers, 10 senders",
+             ["--receivers", "100", "--senders", "10", "--messages", "20000", "--duration", "10",
+              "--window", IRC_WINDOW],
+             ["--receivers", "100", "--senders", "10", "--messages", "2000", "--duration", "3",
+              "--window", IRC_WINDOW],
+             servers=IRC_SERVERS),
+    Workload("irc1000x10", "IRC: 1,000 receivers, 10 senders",
+             ["--receivers", "1000", "--senders", "10", "--messages", "1000", "--duration", "10",
+              "--window", IRC_WINDOW],
+             ["--receivers", "1000", "--senders", "10", "--messages", "200", "--duration", "3",
+              "--window", IRC_WINDOW],
+             servers=IRC_SERVERS),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -127,30 +209,44 @@ def pinned(cmd, cpus):
     return ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
 
 
+def generator_procs():
+    """Worker processes chat-load runs with: one per core left to it by :func:`cpu_plan`."""
+    _, load_cpus = cpu_plan()
+    return len(load_cpus) if load_cpus else 1
+
+
 def run_one(workload, server_name, quick, log, profile=False):
     """One workload against one fresh server; returns chat-load's JSON result (or an error).
 
     With ``profile``, py-spy samples the server for the whole run; the entry gets the path of the
     collapsed stacks and the top functions by own time.
     """
+    peer = PEERS[server_name]
     server_cpus, load_cpus = cpu_plan()
-    procs = len(load_cpus) if load_cpus else 1
-    entry = {"workload": workload.name, "server": server_name}
-    try:
-        server = load.ServerProcess(pinned(SERVERS[server_name], server_cpus))
-    except load.SetupError as err:
-        entry["error"] = str(err)
-        return entry
+    entry = {"workload": workload.name, "server": server_name, "protocol": peer.protocol}
+    with tempfile.TemporaryDirectory(prefix=f"bench-{server_name}-") as workdir:
+        try:
+            server = ServerProcess(pinned(peer.command(workdir), server_cpus),
+                                   listening=peer.listening)
+        except SetupError as err:
+            entry["error"] = str(err)
+            return entry
+        return _measure(workload, peer, server, entry, quick, log, profile, load_cpus)
+
+
+def _measure(workload, peer, server, entry, quick, log, profile, load_cpus):
+    server_name = peer.name
     spy = Profiler(server.pid, f"{workload.name}-{server_name}", load_cpus) if profile else None
     cmd = pinned([sys.executable, os.path.join(ROOT, "bin", "chat-load"), "--json",
-                  "--port", str(server.port), "--server-pid", str(server.pid), "--procs", str(procs),
-                  *workload.load_args(quick)], load_cpus)
+                  "--protocol", peer.protocol, "--port", str(server.port),
+                  "--server-pid", str(server.pid), "--procs", str(generator_procs()),
+                  *workload.load_args(quick), *peer.load_flags], load_cpus)
     if sys.stderr.isatty():
-        log(f"  {workload.name:<9} {server_name:<9} ...")
+        log(f"  {workload.name:<10} {server_name:<12} ...")
     started = time.monotonic()
-    scraper = Scraper(SERVERS[server_name])
+    scraper = Scraper(METRICS_PORT if server_name == "metrics" else None)
     machine_before = machine_busy()
-    ours_before = load.read_cpu(server.pid) or 0.0, children_cpu()
+    ours_before = read_cpu(server.pid) or 0.0, children_cpu()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL,
                               timeout=workload.duration(quick) + RUN_SLACK)
@@ -162,7 +258,12 @@ def run_one(workload, server_name, quick, log, profile=False):
     except subprocess.TimeoutExpired:
         entry["error"] = "load run did not finish in time"
     finally:
-        server_cpu = (load.read_cpu(server.pid) or ours_before[0]) - ours_before[0]
+        # Read before the server is stopped and waited for: from then on its CPU time is in
+        # children_cpu() too, and would count twice.
+        server_cpu = (read_cpu(server.pid) or ours_before[0]) - ours_before[0]
+        load_cpu = children_cpu() - ours_before[1]
+        machine_after = machine_busy()
+        elapsed = time.monotonic() - started
         if scraper.stop():
             entry["scrapes"] = scraper.count
         if spy is not None:
@@ -173,23 +274,22 @@ def run_one(workload, server_name, quick, log, profile=False):
     entry["wall_seconds"] = round(time.monotonic() - started, 2)
     # CPU that neither this server nor the load generator used: other programs on the machine,
     # which make the figures of this run unreliable.
-    ours = server_cpu + children_cpu() - ours_before[1]
-    entry["other_cpu_share"] = round(max(0.0, machine_busy() - machine_before - ours)
-                                     / entry["wall_seconds"], 3)
-    log(f"\r  {workload.name:<9} {server_name:<9} {describe(entry)}\033[K\n"
-        if sys.stderr.isatty() else f"  {workload.name:<9} {server_name:<9} {describe(entry)}\n")
+    entry["other_cpu_share"] = round(max(0.0, machine_after - machine_before - server_cpu - load_cpu)
+                                     / elapsed, 3)
+    log(f"\r  {workload.name:<10} {server_name:<12} {describe(entry)}\033[K\n"
+        if sys.stderr.isatty() else f"  {workload.name:<10} {server_name:<12} {describe(entry)}\n")
     return entry
 
 
 class Scraper:
     """Scrapes the server's /metrics every :data:`SCRAPE_EVERY` s while a run lasts (if it has them)."""
 
-    def __init__(self, cmd):
+    def __init__(self, port):
         import threading
 
         self.count = 0
         self.done = threading.Event()
-        self.port = cmd[cmd.index("--metrics-port") + 1] if "--metrics-port" in cmd else None
+        self.port = port
         if self.port is not None:
             self.thread = threading.Thread(target=self._run, daemon=True)
             self.thread.start()
@@ -311,6 +411,9 @@ def machine():
         "kernel": platform.release(),
         "pinning": "server on cpu %s, load on cpu %s" % tuple(
             ",".join(map(str, c)) for c in cpu_plan()) if cpu_plan()[0] else "none (one core)",
+        "generator": f"bin/chat-load (chatroom/load/), {generator_procs()} process"
+                     f"{'es' if generator_procs() > 1 else ''}, --check {DEFAULT_CHECK} per process "
+                     f"unless a workload says otherwise",
     }
 
 
@@ -328,7 +431,7 @@ def check_nofile(selected):
     """The 10k run needs 10,000 sockets on each side: warn early if the hard limit is too low."""
     if "10k" not in selected:
         return
-    _, hard = load.raise_nofile_limit()
+    _, hard = raise_nofile_limit()
     if hard < NOFILE_FOR_10K:
         sys.stderr.write(f"warning: open-files limit {hard} < {NOFILE_FOR_10K}: the 10k run will "
                          f"fail; raise it (ulimit -n) or skip it (--only)\n")
@@ -363,7 +466,7 @@ def rows(entries):
                 row["note"] = "error"
                 out.append(row)
                 continue
-            for base in ("naive", "asyncio"):
+            for base in BASELINES:
                 b = got.get((w.name, base))
                 if b and b["delivered_per_sec"] and server != base:
                     row["x_" + base] = r["delivered_per_sec"] / b["delivered_per_sec"]
@@ -390,15 +493,29 @@ def rows(entries):
                           if e["workload"] == w.name and e["server"] == server), None)
             if other is not None and other > BUSY_MACHINE:
                 notes.append(f"machine busy: other programs used {other:.0%} CPU")
+            if generator_bound(r):
+                notes.append("generator-bound: the load generator, not the server, was at its limit")
             row["note"] = ", ".join(notes)
             out.append(row)
     return out
 
 
-HEADER = ["workload", "server", "delivered msg/s", "p50 ms", "p99 ms", "x naive", "x asyncio",
-          "server CPU", "server RSS peak", "notes"]
+HEADER = ["workload", "server", "delivered msg/s", "p50 ms", "p99 ms", "lost",
+          *(f"x {b}" for b in BASELINES), "server CPU", "load CPU", "server RSS peak", "notes"]
 #: Columns aligned right (numbers).
-NUMERIC = {2, 3, 4, 5, 6, 7, 8}
+NUMERIC = set(range(2, len(HEADER) - 1))
+
+
+#: A run whose generator used this share of its cores while the server used less than
+#: SATURATED of its one was limited by the generator: its figures are the server's floor.
+GENERATOR_LIMIT = 0.9
+#: Server CPU share from which a run counts as saturating the server.
+SATURATED = 0.9
+
+
+def generator_bound(r):
+    load, server = r.get("load_cpu_share"), r.get("server_cpu_share")
+    return load is not None and server is not None and load >= GENERATOR_LIMIT and server < SATURATED
 
 
 def cells(row):
@@ -410,18 +527,30 @@ def cells(row):
         return f"{row[key]:.1f}x" if key in row else ""
 
     return [row["workload"], row["server"], f"{r['delivered_per_sec']:,.0f}",
-            f"{r['latency_ms']['p50']:.2f}", f"{r['latency_ms']['p99']:.2f}",
-            ratio("x_naive"), ratio("x_asyncio"),
+            f"{r['latency_ms']['p50']:.2f}", f"{r['latency_ms']['p99']:.2f}", f"{r['lost']:,}",
+            *(ratio("x_" + b) for b in BASELINES),
             _share(r.get("server_cpu_share")) if r.get("server_cpu_share") is not None else "",
+            _share(r.get("load_cpu_share")) if r.get("load_cpu_share") is not None else "",
             f"{row['rss_peak_mib']:.1f} MiB" if "rss_peak_mib" in row else "", row["note"]]
 
 
+def columns(table):
+    """The header, each row's cells and the numeric column indexes, without ratio columns that
+    no row has a figure in (a run of only IRC workloads has no naive or asyncio)."""
+    data = [cells(r) for r in table]
+    keep = [i for i, name in enumerate(HEADER)
+            if not name.startswith("x ") or any(line[i] for line in data)]
+    return ([HEADER[i] for i in keep], [[line[i] for i in keep] for line in data],
+            {k for k, i in enumerate(keep) if i in NUMERIC})
+
+
 def table_text(table):
-    data = [HEADER] + [cells(r) for r in table]
-    widths = [max(len(line[i]) for line in data) for i in range(len(HEADER))]
+    header, body, numeric = columns(table)
+    data = [header] + body
+    widths = [max(len(line[i]) for line in data) for i in range(len(header))]
     lines = []
     for n, line in enumerate(data):
-        lines.append("  ".join(c.rjust(w) if i in NUMERIC else c.ljust(w)
+        lines.append("  ".join(c.rjust(w) if i in numeric else c.ljust(w)
                                for i, (c, w) in enumerate(zip(line, widths))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -429,9 +558,10 @@ def table_text(table):
 
 
 def table_markdown(table):
-    lines = ["| " + " | ".join(HEADER) + " |",
-             "|" + "|".join("---:" if i in NUMERIC else "---" for i in range(len(HEADER))) + "|"]
-    lines += ["| " + " | ".join(cells(r)) + " |" for r in table]
+    header, body, numeric = columns(table)
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if i in numeric else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
     return "\n".join(lines)
 
 
@@ -513,14 +643,16 @@ def chart(entries, path):
 
 def build_parser():
     p = argparse.ArgumentParser(description="Run the chat-load workloads side by side against "
-                                            "this server and the naive and asyncio baselines.")
+                                            "this server and its peers: the naive and asyncio "
+                                            "baselines (native protocol) and ngIRCd (IRC).")
     p.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run of a minute or so")
     p.add_argument("--only", default="",
                    help="comma-separated workloads to run: " + ", ".join(BY_NAME))
-    p.add_argument("--servers", default=",".join(SERVERS),
+    p.add_argument("--servers", default=",".join(PEERS),
                    help="comma-separated servers to run against (default %(default)s)")
     p.add_argument("--profile", action="store_true",
-                   help="sample this server with py-spy during each run; top functions are printed")
+                   help="sample this server (chatroom, chatroom-irc) with py-spy during each run; "
+                        "top functions are printed")
     p.add_argument("--markdown", action="store_true", help="print the table and goals as markdown")
     p.add_argument("--from", dest="source", metavar="JSON",
                    help="do not run: print the table (and chart) of a saved results file")
@@ -548,7 +680,7 @@ def main(argv=None):
     selected = [n for n in args.only.split(",") if n] or [w.name for w in WORKLOADS]
     unknown = [n for n in selected if n not in BY_NAME]
     servers = [s for s in args.servers.split(",") if s]
-    if unknown or any(s not in SERVERS for s in servers):
+    if unknown or any(s not in PEERS for s in servers):
         sys.stderr.write(f"unknown workload or server: {unknown or servers}\n")
         return 2
     for name in list(selected):
@@ -556,6 +688,14 @@ def main(argv=None):
             if need not in selected:
                 selected.insert(selected.index(name), need)
     check_nofile(selected)
+    raise_nofile_limit()  # for the servers started from here too (ngIRCd does not raise its own)
+    wanted = {s for w in WORKLOADS if w.name in selected for s in w.servers if s in servers}
+    skipped = {}
+    for name in sorted(wanted):
+        reason = PEERS[name].skip_reason()
+        if reason:
+            skipped[name] = reason
+            sys.stderr.write(f"skipped: every run against {name}: {reason}\n")
     before = machine_busy()
     time.sleep(BUSY_SAMPLE)
     busy = (machine_busy() - before) / BUSY_SAMPLE
@@ -571,9 +711,9 @@ def main(argv=None):
         if w.name not in selected:
             continue
         for server in w.servers:
-            if server in servers:
+            if server in servers and server not in skipped:
                 entries.append(run_one(w, server, args.quick, sys.stderr.write,
-                                       profile=args.profile and server == "chatroom"))
+                                       profile=args.profile and server.startswith("chatroom")))
     saved = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
@@ -583,6 +723,7 @@ def main(argv=None):
         "workloads": {w.name: {"title": w.title, "args": w.load_args(args.quick)}
                       for w in WORKLOADS if w.name in selected},
         "runs": entries,
+        "skipped": skipped,
     }
     report(saved, args, write=True)
     return 1 if any("error" in e for e in entries) else 0
@@ -596,14 +737,17 @@ def report(saved, args, write):
         commit = f" of commit {saved['commit']}" if saved.get("commit") else ""
         print(f"Run {saved['date']}{commit}{' (--quick)' if saved['quick'] else ''}: {m['cpu']}, {m['cores']} cores, "
               f"Python {m['python']}, gevent {m['gevent']}; {m['pinning']}; "
-              f"{saved['wall_seconds']:.0f} s in all.\n")
+              f"{saved['wall_seconds']:.0f} s in all. Load generator: {m.get('generator', 'bin/chat-load')}.\n")
         print(table_markdown(table))
         print()
         print(goals_text(entries, markdown=True))
     else:
+        print(f"load generator: {m.get('generator', 'bin/chat-load')}\n")
         print(table_text(table))
         print()
         print(goals_text(entries))
+    for name, reason in saved.get("skipped", {}).items():
+        print(f"{'- ' if args.markdown else '  '}skipped {name}: {reason}")
     for e in entries:
         if e.get("profile"):
             top = e["profile"]["top"]

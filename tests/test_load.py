@@ -8,7 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import BIN, ROOT, free_port, wait_until
+
+from chatroom.load import servers
 
 #: Seconds one load run may take before the test fails (runs here take about a second).
 RUN_TIMEOUT = 60
@@ -102,3 +105,83 @@ def test_setup_failure_is_reported():
     done = chat_load("--port", free_port(), "--receivers", 2, "--senders", 1)
     assert done.returncode == 2
     assert "failed to connect" in done.stderr
+
+
+# -- --protocol irc, against ngIRCd (until this server has its IRC listener) ----------------------
+
+
+@pytest.fixture
+def ngircd(tmp_path):
+    """A private ngIRCd on a free loopback port, configured as the benchmarks run it."""
+    if servers.ngircd_binary() is None:
+        pytest.skip("ngircd is not installed (Debian: apt-get install ngircd)")
+    server = servers.ServerProcess(servers.ngircd_command(str(tmp_path)),
+                                   listening=servers.NGIRCD_LISTENING)
+    yield server
+    server.stop()
+
+
+def test_irc_every_line_arrives_once_in_order(ngircd):
+    r = load_json("--protocol", "irc", "--port", ngircd.port, "--server-pid", ngircd.pid,
+                  "--receivers", 20, "--senders", 3, "--messages", 300, "--check", "all")
+    assert_clean(r, 20, 3, 300)
+    assert r["clients"]["checked"] == 23
+    assert r["latency_ms"]["samples"] == r["delivered"]
+    assert r["server_rss_kib"]["connected"] > 0
+
+
+def test_irc_counting_receivers_operator_senders_and_idle_clients(ngircd):
+    r = load_json("--protocol", "irc", "--port", ngircd.port, "--receivers", 30, "--senders", 4,
+                  "--messages", 500, "--check", 2, "--procs", 2, "--idle", 6,
+                  "--irc-oper", ":".join(servers.NGIRCD_OPER))
+    assert_clean(r, 30, 4, 500)
+    assert r["clients"]["checked"] == 4  # 2 in each process
+    assert r["idle_alive"] == 6 and r["idle_heard"] == 0
+
+
+def test_irc_flags_are_checked():
+    done = chat_load("--protocol", "irc", "--size", 1000)
+    assert done.returncode != 0 and "--size is at most" in done.stderr
+    done = chat_load("--irc-oper", "load:load")
+    assert done.returncode != 0 and "--irc-oper" in done.stderr
+
+
+def test_irc_counting_receiver_counts_across_reads_and_answers_pings():
+    """Lines split at every awkward place: PRIVMSGs counted once each, each PING answered once."""
+    import gevent
+    from gevent import socket as gsocket
+
+    from chatroom.load.irc import IrcCountingReceiver
+
+    relayed = b":l7!~l7@127.0.0.1 PRIVMSG #load :L 3 %d 123 xxxxxxxx\r\n"
+    stream = b"".join(relayed % i for i in range(40))
+    stream += b"PING :tok-1\r\n" + b"".join(relayed % i for i in range(40, 50))
+    stream += b":load.test PING :tok-2\r\n" + relayed % 50 + b"PING tok-3\r\n"
+    receiver = IrcCountingReceiver(markers=0)
+    ours, theirs = gsocket.socketpair()
+    receiver.sock = ours
+    receiver.pattern = b" PRIVMSG #load :"
+    reader = gevent.spawn(receiver.run)
+    # Chunks of 1 to 37 bytes: every pattern, line end and PING is split somewhere.
+    sizes = [1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37]
+    pos = k = 0
+    while pos < len(stream):
+        theirs.sendall(stream[pos:pos + sizes[k % len(sizes)]])
+        pos += sizes[k % len(sizes)]
+        k += 1
+        gevent.sleep(0.001)  # one read per chunk
+    theirs.shutdown(gsocket.SHUT_WR)
+    reader.join(timeout=10)
+    answers = b""
+    theirs.settimeout(5)
+    while True:
+        data = theirs.recv(65536)
+        if not data:
+            break
+        answers += data
+        if answers.count(b"\r\n") == 3:
+            break
+    assert receiver.lines == 51
+    assert answers == b"PONG :tok-1\r\nPONG :tok-2\r\nPONG tok-3\r\n"
+    ours.close()
+    theirs.close()
