@@ -18,6 +18,7 @@ import fcntl
 import os
 import signal
 import socket
+import ssl
 import stat
 import sys
 import termios
@@ -26,6 +27,7 @@ import unicodedata
 import gevent
 import gevent.event
 import gevent.socket
+import gevent.ssl
 from gevent.socket import wait_read, wait_write
 
 from .codec import native, text
@@ -415,8 +417,9 @@ class Connection:
 class ChatClient:
     """The session: runs typed commands, shows the server's events, owns the connection."""
 
-    def __init__(self, host, port, console, nick=None, connect_timeout=CONNECT_TIMEOUT):
+    def __init__(self, host, port, console, nick=None, connect_timeout=CONNECT_TIMEOUT, tls=None):
         self.host = host
+        self.tls = tls  #: an ssl.SSLContext: connect over TLS, checking certificate and host name
         self.port = port
         self.address = native.format_addr((host, port))
         self.console = console
@@ -483,6 +486,10 @@ class ChatClient:
         except OSError:
             self.console.show(CONNECT_FAILED)
             return
+        if self.tls is not None:
+            sock = self._handshake(sock)
+            if sock is None:
+                return
         conn = Connection(sock, self.address)
         conn.reader = gevent.spawn(self._read_loop, conn)
         conn.reader.link_exception(lambda _: self.stop(1))
@@ -498,6 +505,21 @@ class ChatClient:
                 self.console.show(f"Server refused the connection ({conn.reason}).")
             return
         self.conn = conn
+
+    def _handshake(self, sock):
+        """The TLS handshake within the connect timeout; the TLS socket, or None (said why)."""
+        try:
+            with gevent.Timeout(self.connect_timeout, socket.timeout("handshake timed out")):
+                tls = self.tls.wrap_socket(sock, server_hostname=self.host)
+            return tls
+        except ssl.SSLCertVerificationError as err:
+            why = err.verify_message or err.reason
+        except (OSError, ValueError) as err:
+            why = getattr(err, "reason", None) or err.strerror or str(err) or type(err).__name__
+        sock.close()
+        self.console.show(CONNECT_FAILED)
+        self.console.show(f"TLS: {str(why).rstrip('.')}.")
+        return None
 
     def _leave(self):
         """Send QUIT, wait (bounded) for the server's BYE and close, then close regardless."""
@@ -540,7 +562,9 @@ class ChatClient:
         while True:
             try:
                 data = sock.recv(RECV_SIZE)
-            except socket.timeout:
+            except (socket.timeout, ssl.SSLError) as err:
+                if isinstance(err, ssl.SSLError) and "timed out" not in str(err):
+                    raise  # gevent's TLS socket times out with an SSLError, not socket.timeout
                 if pinged:
                     return "server not responding"
                 pinged = True
@@ -599,19 +623,46 @@ def build_parser():
     a("--host", default=DEFAULT_HOST, help="server address (default %(default)s)")
     a("--port", type=int, default=DEFAULT_PORT, help="server TCP port (default %(default)s)")
     a("--nick", metavar="NAME", help="nickname to take after connecting")
+    a("--tls", action="store_true",
+      help="connect over TLS, checking the server's certificate and host name")
+    a("--cafile", metavar="FILE",
+      help="with --tls: trust the certificate authorities in FILE (PEM) rather than the system's")
     a("--connect-timeout", type=float, default=CONNECT_TIMEOUT, metavar="SECONDS",
       help="how long CONNECT waits for the server (default %(default)s)")
     return p
 
 
+def client_context(cafile=None):
+    """ssl.create_default_context()'s settings (certificate and host name checked) in gevent's
+    class, so a handshake waits cooperatively; ``cafile`` replaces the system's authorities."""
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    if cafile:
+        context.load_verify_locations(cafile)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    return context
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    tls = None
+    if args.cafile and not args.tls:
+        parser.error("--cafile needs --tls")
+    if args.tls:
+        try:
+            tls = client_context(args.cafile)
+        except (OSError, ValueError) as err:
+            parser.error(f"cannot read --cafile {args.cafile}: {err}")
     terminal = Terminal(0, 1)
     editor = LineEditor() if terminal.interactive else None
     client = None
     console = Console(1, editor, on_broken=lambda: client.stop(1))
     client = ChatClient(args.host, args.port, console, nick=args.nick,
-                        connect_timeout=args.connect_timeout)
+                        connect_timeout=args.connect_timeout, tls=tls)
     handlers = []
     try:
         terminal.enter()

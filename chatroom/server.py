@@ -18,6 +18,7 @@ from .codec.native import format_addr
 from .core.registry import Registry
 from .transport.native import NativeClient
 from .transport.server import REJECT_SLOTS, ChatServer
+from .transport.tls import make_context
 from .transport.sockets import BACKLOG, RESERVED_FDS, raise_nofile_limit, reuse_port_socket
 
 log = logging.getLogger("chatroom.server")
@@ -66,6 +67,9 @@ def make_server(args):
         shutdown_timeout=args.shutdown_timeout,
         server_name=args.server_name,
         motd=_read_motd(args.motd),
+        tls_handshake_timeout=args.tls_handshake_timeout,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
     def address(port):
@@ -78,6 +82,12 @@ def make_server(args):
         from .transport.irc import IrcClient
 
         server.listen(address(args.irc_port), IrcClient)
+    if args.tls_port is not None:
+        server.listen(address(args.tls_port), NativeClient, tls=True)
+    if args.irc_tls_port is not None:
+        from .transport.irc import IrcClient
+
+        server.listen(address(args.irc_tls_port), IrcClient, tls=True)
     return server
 
 
@@ -95,6 +105,9 @@ def main(argv=None):
         parser.error("--workers must be at least 1")
     if args.workers > 1 and not args.redis:
         parser.error("--workers above 1 needs --redis: the workers are one chat through it")
+    tls = args.tls_port is not None or args.irc_tls_port is not None
+    if tls and not (args.tls_cert and args.tls_key):
+        parser.error("--tls-port and --irc-tls-port need --tls-cert and --tls-key")
     if args.redis and args.workers == 1:
         # Before redis is first imported, so that its sockets and locks are gevent's. Only a
         # cluster node patches: without --redis nothing changes (docs/cluster.md).
@@ -113,6 +126,13 @@ def main(argv=None):
     if args.max_clients > nofile - RESERVED_FDS - REJECT_SLOTS:
         args.max_clients = max(1, nofile - RESERVED_FDS - REJECT_SLOTS)
         log.warning("open-files limit is %d: --max-clients lowered to %d", nofile, args.max_clients)
+    if args.tls_port is not None or args.irc_tls_port is not None:
+        try:
+            make_context(args.tls_cert, args.tls_key)  # the listeners load it again; fail here first
+        except (OSError, ValueError) as err:
+            log.error("cannot load the TLS certificate %s and key %s: %s", args.tls_cert,
+                      args.tls_key, err)
+            return 1
     try:
         server = make_server(args)
     except OSError as err:  # --reuse-port binds here
@@ -130,6 +150,8 @@ def main(argv=None):
     gevent.signal_handler(signal.SIGUSR1, on_stats)
     gevent.signal_handler(signal.SIGTERM, on_signal)
     gevent.signal_handler(signal.SIGINT, on_signal)
+    if server.tls_context is not None:
+        gevent.signal_handler(signal.SIGHUP, server.reload_tls)
     try:
         server.start()
     except OSError as err:
@@ -141,8 +163,7 @@ def main(argv=None):
     log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
              format_addr(native_listener.address[:2]), args.max_clients, nofile, os.getpid())
     for listener in others:
-        log.info("%s listening on %s", listener.client_class.protocol_name,
-                 format_addr(listener.address[:2]))
+        log.info("%s listening on %s", listener.label, format_addr(listener.address[:2]))
     done.wait()
     if args.redis:
         server.registry.leave()

@@ -80,6 +80,15 @@ SETTINGS = (
             "'Listening on ...')", _port, group="listen"),
     Setting("irc-port", None, "IRC listener's TCP port (6667 by convention); 0 picks a free one; "
             "none: no IRC listener", _port, metavar="PORT", group="listen"),
+    Setting("tls-port", None, "native protocol over TLS: its TCP port; 0 picks a free one; none: "
+            "no TLS listener (needs --tls-cert and --tls-key)", _port, metavar="PORT", group="listen"),
+    Setting("irc-tls-port", None, "IRC over TLS: its TCP port (6697 by convention); 0 picks a free "
+            "one; none: no such listener (needs --tls-cert and --tls-key)", _port, metavar="PORT",
+            group="listen"),
+    Setting("tls-cert", None, "PEM file of the TLS certificate chain; read again on SIGHUP",
+            metavar="FILE", group="listen"),
+    Setting("tls-key", None, "PEM file of the TLS private key; read again on SIGHUP",
+            metavar="FILE", group="listen"),
     Setting("reuse-port", False, "bind with SO_REUSEPORT so several servers share the ports",
             bool, group="listen"),
     # -- limits -------------------------------------------------------------------------------
@@ -99,6 +108,8 @@ SETTINGS = (
     Setting("idle-timeout", 120.0, "seconds of silence before the server sends PING, 0 = never",
             float),
     Setting("ping-timeout", 30.0, "seconds to wait for an answer to PING", float),
+    Setting("tls-handshake-timeout", 10.0, "seconds a TLS connection has to finish its "
+            "handshake", float),
     Setting("presence-limit", 200, "rooms larger than this do not announce JOIN/PART/NICK", int),
     Setting("shutdown-timeout", 5.0, "seconds a shutdown waits for clients to take their last "
             "bytes", float),

@@ -100,9 +100,12 @@ class ServerProcess:
 class LineClient:
     """A raw socket client speaking lines, with a bounded wait on every read."""
 
-    def __init__(self, port, host="127.0.0.1", hello=True, timeout=WAIT, source=None):
+    def __init__(self, port, host="127.0.0.1", hello=True, timeout=WAIT, source=None, tls=None,
+                 server_hostname=None):
         source_address = (source, 0) if source else None  # e.g. "127.0.0.2": another client IP
         self.sock = socket.create_connection((host, port), timeout, source_address)
+        if tls is not None:  # an ssl.SSLContext: speak TLS, checking the name server_hostname
+            self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname or host)
         self.timeout = timeout
         self._buf = b""
         self.id = None

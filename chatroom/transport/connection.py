@@ -12,7 +12,7 @@ class Client(Member):
     """A member with a socket: the server's per-connection state."""
 
     __slots__ = ("sock", "addr", "framer", "watcher", "writer", "pending", "last_seen",
-                 "ping_sent", "closing", "tokens", "stamp", "strikes")
+                 "ping_sent", "closing", "tokens", "stamp", "strikes", "tls")
 
     def __init__(self, member_id, sock, addr, watcher, server):
         super().__init__(member_id)
@@ -29,6 +29,7 @@ class Client(Member):
         self.tokens = float(server.flood_burst)  #: flood bucket: lines that may still be sent now
         self.stamp = now  #: loop time the bucket was last filled
         self.strikes = 0.0  #: lines dropped for flooding, decaying at the flood rate
+        self.tls = hasattr(sock, "pending")  #: a TLS socket (may hold decrypted bytes unread)
 
     @property
     def host(self):
