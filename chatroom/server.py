@@ -8,6 +8,7 @@ transport (:mod:`chatroom.transport.server`), and handles signals and logging.
 import logging
 import os
 import signal
+import sqlite3
 import sys
 
 import gevent
@@ -70,6 +71,7 @@ def make_server(args):
         tls_handshake_timeout=args.tls_handshake_timeout,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        accounts=_open_accounts(args),
     )
 
     def address(port):
@@ -89,6 +91,24 @@ def make_server(args):
 
         server.listen(address(args.irc_tls_port), IrcClient, tls=True)
     return server
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why."""
+
+
+def _open_accounts(args):
+    """The accounts service over its store: SQLite under --data-dir (opened and migrated here)."""
+    from .accounts.service import Accounts
+    from .accounts.store import SqliteStore, default_data_dir
+
+    directory = args.data_dir or default_data_dir()
+    try:
+        store = SqliteStore(directory)
+    except (OSError, sqlite3.Error) as err:
+        raise StartupError(f"cannot open the accounts database in {directory}: {err}") from None
+    log.debug("Accounts in %s", store.path)
+    return Accounts(store)
 
 
 def _read_motd(path):
@@ -135,6 +155,9 @@ def main(argv=None):
             return 1
     try:
         server = make_server(args)
+    except StartupError as err:
+        log.error("%s", err)
+        return 1
     except OSError as err:  # --reuse-port binds here
         log.error("cannot listen on %s: %s", args.host, err)
         return 1

@@ -118,6 +118,9 @@ SETTINGS = (
             "numerics)", group="listen"),
     Setting("motd", None, "file whose lines are the IRC message of the day; none: no MOTD (422)",
             metavar="FILE", group="listen"),
+    # -- accounts -----------------------------------------------------------------------------
+    Setting("data-dir", None, "directory of the accounts database; none: $XDG_STATE_HOME/chatroom, "
+            "else ~/.local/state/chatroom", metavar="DIR", group="accounts"),
     # -- logging ------------------------------------------------------------------------------
     Setting("log-level", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
             group="logging"),

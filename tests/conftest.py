@@ -4,11 +4,14 @@ Everything waits on events (a line arriving, a process exiting) with a deadline,
 fixed sleep, and every wait is bounded so a broken server fails a test instead of hanging CI.
 """
 
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +30,10 @@ class ServerProcess:
 
     def __init__(self, *args, env=None):
         cmd = [sys.executable, str(BIN / "chat-server"), "--port", "0", *map(str, args)]
+        self.data_dir = None  # a directory of this test's own, removed after
+        if env is None or "CHATROOM_DATA_DIR" not in env:  # never the user's own accounts
+            env = dict(os.environ if env is None else env)
+            env["CHATROOM_DATA_DIR"] = self.data_dir = tempfile.mkdtemp(prefix="chatroom-test-")
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True, bufsize=1, cwd=ROOT, env=env,
@@ -95,6 +102,8 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(WAIT)
         self._reader.join(WAIT)
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 class LineClient:

@@ -16,7 +16,8 @@ from .text import BAD_TEXT_RE, NAME_RE, check_printable
 VERSION = "1.0"
 SERVER_NAME = "chatroom/" + VERSION
 
-COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT")
+COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT",
+            "REGISTER", "LOGIN", "LOGOUT")
 
 
 class ProtocolError(Exception):
@@ -87,8 +88,17 @@ def parse_command(line):
             usage = "NICK <name>" if name == "NICK" else "JOIN <room>"
             raise ProtocolError("missing-argument", "usage: " + usage)
         return Command(name, (check_name(arg, "nickname" if name == "NICK" else "room"),))
-    if name in ("WHO", "ROOMS"):
+    if name in ("WHO", "ROOMS", "LOGOUT"):
         return Command(name)
+    if name == "REGISTER":  # the password runs to the end of the line (it may hold spaces)
+        if not rest:
+            raise ProtocolError("missing-argument", "usage: REGISTER <password>")
+        return Command(name, (rest,))
+    if name == "LOGIN":
+        nick, _, password = rest.partition(" ")
+        if not nick or not password:
+            raise ProtocolError("missing-argument", "usage: LOGIN <nickname> <password>")
+        return Command(name, (check_name(nick, "nickname"), password))
     if name in ("PING", "PONG", "QUIT"):
         return Command(name, (check_text(rest),) if rest else ())
     if not name:
@@ -133,6 +143,11 @@ def format_part(room, who, reason=""):
 
 def format_nick(old, new):
     return _line("NICK", old, new)
+
+
+def format_account(name):
+    """You are logged in as ``name`` (``*``: logged out)."""
+    return _line("ACCOUNT", name)
 
 
 def format_who(room, names):

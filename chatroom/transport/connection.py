@@ -5,6 +5,7 @@ protocol subclasses it (``transport.native``, ``transport.irc``) to say how its 
 and run and how the transport's own words (errors, ``PING``, goodbye) are put in that protocol.
 """
 
+from ..codec.native import ProtocolError
 from ..core.registry import Member
 
 
@@ -12,7 +13,7 @@ class Client(Member):
     """A member with a socket: the server's per-connection state."""
 
     __slots__ = ("sock", "addr", "framer", "watcher", "writer", "pending", "last_seen",
-                 "ping_sent", "closing", "tokens", "stamp", "strikes", "tls")
+                 "ping_sent", "closing", "tokens", "stamp", "strikes", "tls", "account")
 
     def __init__(self, member_id, sock, addr, watcher, server):
         super().__init__(member_id)
@@ -30,10 +31,19 @@ class Client(Member):
         self.stamp = now  #: loop time the bucket was last filled
         self.strikes = 0.0  #: lines dropped for flooding, decaying at the flood rate
         self.tls = hasattr(sock, "pending")  #: a TLS socket (may hold decrypted bytes unread)
+        self.account = None  #: the account name this connection is logged in to, or None
 
     @property
     def host(self):
         return self.addr[0]
+
+    def check_nick_free(self, server, nick):
+        """ProtocolError ``nick-registered`` unless ``nick`` is no account's or this one's (no I/O)."""
+        accounts = server.accounts
+        if (accounts is not None and accounts.is_registered(nick)
+                and (self.account is None or self.account.casefold() != nick.casefold())):
+            raise ProtocolError("nick-registered",
+                                f"nickname '{nick}' is registered; LOGIN {nick} <password> to use it")
 
     # -- what each protocol says ---------------------------------------------------------------
     # Every method returns ready-to-send bytes in the client's protocol.

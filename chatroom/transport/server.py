@@ -111,6 +111,7 @@ class ChatServer:
     tls_cert = None  #: PEM file of the certificate chain of the TLS listeners
     tls_key = None  #: PEM file of its private key
     motd = None  #: the IRC message of the day, a list of lines, or None
+    accounts = None  #: the accounts service (chatroom.accounts.service.Accounts), or None
 
     def __init__(self, registry=None, **tunables):
         for name, value in tunables.items():

@@ -1,0 +1,132 @@
+"""The accounts service: registering, logging in, and the guard on registered nicknames.
+
+The event loop never waits here: password hashing runs in a small pool of worker threads and the
+store's I/O in one worker thread of its own, each job through a bounded queue (at most
+:data:`QUEUE_LIMIT` jobs waiting). Only the greenlet of the client that asked (its reader) waits for
+the answer; everyone else goes on. Nickname checks need no I/O at all: the set of registered names
+is read once at start and kept up to date here.
+
+A wrong password and an unknown account cost the same: an unknown one is checked against a dummy
+hash made at start. Failed logins are limited per address and per account (:class:`FailureLimit`).
+"""
+
+import logging
+import time
+
+from gevent.lock import BoundedSemaphore
+from gevent.threadpool import ThreadPool
+
+from ..codec.native import ProtocolError
+from .passwords import SCRYPT_N, SCRYPT_P, SCRYPT_R, hash_password, normalize, verify_password
+
+log = logging.getLogger("chatroom.accounts")
+
+#: Worker threads that hash passwords (each hash takes one core for some 50 ms and 16 MiB).
+HASH_THREADS = 2
+#: Most jobs waiting for the workers; more wait in their own reader greenlet for a place.
+QUEUE_LIMIT = 64
+#: Failed logins allowed per account, and per address, within FAIL_WINDOW seconds.
+FAILS_PER_ACCOUNT = 5
+FAILS_PER_ADDRESS = 20
+FAIL_WINDOW = 60.0
+
+
+class FailureLimit:
+    """Counts failures per key in fixed windows; no I/O, memory bounded by pruning old windows."""
+
+    def __init__(self, limit, window=FAIL_WINDOW, clock=time.monotonic, max_keys=100_000):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self.max_keys = max_keys
+        self.counts = {}  # key -> [failures, window start]
+
+    def blocked(self, key):
+        entry = self.counts.get(key)
+        if entry is None:
+            return False
+        if self.clock() - entry[1] >= self.window:
+            del self.counts[key]
+            return False
+        return entry[0] >= self.limit
+
+    def fail(self, key):
+        now = self.clock()
+        entry = self.counts.get(key)
+        if entry is None or now - entry[1] >= self.window:
+            if len(self.counts) >= self.max_keys:
+                self.counts = {k: v for k, v in self.counts.items() if now - v[1] < self.window}
+            self.counts[key] = [1, now]
+        else:
+            entry[0] += 1
+
+
+class Accounts:
+    """Accounts over a store (see :mod:`chatroom.accounts.store` for the interface)."""
+
+    def __init__(self, store, hash_threads=HASH_THREADS, queue_limit=QUEUE_LIMIT):
+        self.store = store
+        self.io = ThreadPool(1)  # one thread: the store's connection is used by one at a time
+        self.cpu = ThreadPool(hash_threads)
+        self.slots = BoundedSemaphore(queue_limit)
+        self.names = set(store.load_names())  # at start, before any client: blocking is fine
+        self.by_account = FailureLimit(FAILS_PER_ACCOUNT)
+        self.by_address = FailureLimit(FAILS_PER_ADDRESS)
+        # Unknown accounts are checked against this, at the same cost as a real hash: the same
+        # parameters, a salt and digest no password produces (nothing to compute at start).
+        self.dummy = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${'A' * 22}==${'A' * 43}="
+
+    def run(self, pool, func, *args):
+        """Run ``func`` in a worker thread; the calling greenlet (only) waits for its result."""
+        with self.slots:
+            return pool.spawn(func, *args).get()
+
+    def store_call(self, method, *args):
+        return self.run(self.io, getattr(self.store, method), *args)
+
+    def is_registered(self, nick):
+        """Whether ``nick`` is an account's name (no I/O)."""
+        return nick.casefold() in self.names
+
+    def register(self, name, password):
+        """Make ``name`` an account with ``password``; returns the name or raises ProtocolError."""
+        key = name.casefold()
+        password = normalize(password)
+        if key in self.names:
+            raise ProtocolError("account-exists", f"'{name}' is already registered")
+        hashed = self.run(self.cpu, hash_password, password)
+        if not self.store_call("create", key, name, hashed):
+            self.names.add(key)
+            raise ProtocolError("account-exists", f"'{name}' is already registered")
+        self.names.add(key)
+        log.info("Account %s registered", name)
+        return name
+
+    def login(self, name, password, address):
+        """The account ``name`` if ``password`` is its password; ProtocolError otherwise.
+
+        ``login-failed`` whether the account is unknown or the password wrong (same cost either
+        way), ``rate-limited`` after too many failures for this account or from this address.
+        """
+        key = name.casefold()
+        if self.by_account.blocked(key) or self.by_address.blocked(address):
+            log.warning("Login to %s from %s refused: too many failures", name, address)
+            raise ProtocolError("rate-limited", "too many failed logins; try again later")
+        try:
+            password = normalize(password)
+        except ProtocolError:
+            password = None  # cannot be anyone's password; still costs a hash below
+        record = self.store_call("get", key)
+        stored = record[1] if record is not None else self.dummy
+        ok = self.run(self.cpu, verify_password, password or "", stored)
+        if not (ok and record is not None and password is not None):
+            self.by_account.fail(key)
+            self.by_address.fail(address)
+            log.info("Failed login to %s from %s", name, address)
+            raise ProtocolError("login-failed", "no such account, or wrong password")
+        return record[0]
+
+    def close(self):
+        self.io.kill()
+        self.cpu.kill()
+        self.store.close()
