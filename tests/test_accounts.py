@@ -57,10 +57,10 @@ def test_register_needs_a_nickname_and_a_fresh_name_and_a_good_password(server, 
     a.send("REGISTER")
     assert a.sync() == ["ERR missing-argument usage: REGISTER <password>"]
     a.send("NICK bob")
-    a.send("REGISTER abc")
-    assert a.sync() == [f"NICK {a.id} bob", "ERR bad-password a password is 5 to 256 characters"]
-    a.send("REGISTER " + "x" * 257)
-    assert a.sync() == ["ERR bad-password a password is 5 to 256 characters"]
+    a.send("REGISTER ab")
+    assert a.sync() == [f"NICK {a.id} bob", "ERR bad-password a password is 3 to 1024 characters"]
+    a.send("REGISTER " + "x" * 1025)
+    assert a.sync() == ["ERR bad-password a password is 3 to 1024 characters"]
     a.send("REGISTER good password")
     assert a.sync() == ["ACCOUNT bob"]
     b.sync()
@@ -182,3 +182,88 @@ def test_an_unusable_data_dir_stops_the_server(tmp_path):
                             capture_output=True, text=True, cwd=ROOT, timeout=WAIT)
     assert result.returncode == 1
     assert "ERROR: cannot open the accounts database in " in result.stdout
+
+
+# -- IRC: SASL PLAIN, draft/account-registration, registered nicknames ----------------------------
+
+def irc_client(server):
+    from conftest import LineClient
+
+    port = int(server.wait_for(r"^IRC listening on \S+:(\d+)$").group(1))
+    return LineClient(port, hello=False)
+
+
+def irc_until(c, pattern):
+    """IRC lines up to one matching ``pattern`` in full (CR stripped); returns that one."""
+    import re
+
+    while True:
+        line = c.recv_line().rstrip("\r")
+        if re.fullmatch(pattern, line):
+            return line
+
+
+def test_irc_sasl_plain_logs_in_to_a_registered_nickname(start_server, clients):
+    import base64
+
+    server = start_server("--irc-port", 0)
+    a = clients(server)
+    register(a, "ivy", "ivy's password")
+    a.close()
+    irc = irc_client(server)
+    try:
+        irc.send("CAP LS 302")
+        caps = irc_until(irc, r":chatroom\.local CAP \* LS :.*")
+        assert "sasl=PLAIN" in caps.split() and "draft/account-registration" in caps.split()
+        irc.send("NICK ivy")
+        irc.send("USER ivy 0 * :Ivy")
+        irc.send("CAP REQ :sasl")
+        irc_until(irc, r":chatroom\.local CAP ivy ACK :?sasl")
+        irc.send("AUTHENTICATE PLAIN")
+        assert irc.recv_line() == "AUTHENTICATE +\r"
+        irc.send("AUTHENTICATE " + base64.b64encode(b"\0ivy\0wrong password").decode())
+        assert irc.recv_line() == ":chatroom.local 904 ivy :SASL authentication failed\r"
+        irc.send("CAP END")  # not logged in: the registered nickname is refused
+        assert irc.recv_line() == (":chatroom.local 433 ivy ivy :Nickname is registered; "
+                                   "log in with SASL to use it\r")
+        irc.send("AUTHENTICATE PLAIN")
+        assert irc.recv_line() == "AUTHENTICATE +\r"
+        irc.send("AUTHENTICATE " + base64.b64encode(b"ivy\0ivy\0ivy's password").decode())
+        assert irc.recv_line() == (":chatroom.local 900 * *!*@127.0.0.1 ivy "
+                                   ":You are now logged in as ivy\r")
+        assert irc.recv_line() == ":chatroom.local 903 * :SASL authentication successful\r"
+        irc.send("NICK ivy")
+        irc_until(irc, r":chatroom\.local 001 ivy .*")
+        server.wait_for(r"^127\.0\.0\.1:\d+ logged in as ivy$")
+    finally:
+        irc.close()
+
+
+def test_irc_register_and_registered_nick_after_connection(start_server, clients):
+    server = start_server("--irc-port", 0)
+    irc = irc_client(server)
+    try:
+        irc.send("NICK jay")
+        irc.send("USER jay 0 * :Jay")
+        irc_until(irc, r":chatroom\.local (376|422) jay .*")
+        irc.send("REGISTER * * jay's password")
+        assert irc.recv_line() == ":chatroom.local REGISTER SUCCESS jay :Account created\r"
+        assert irc.recv_line() == (":chatroom.local 900 jay jay!~jay@127.0.0.1 jay "
+                                   ":You are now logged in as jay\r")
+        irc.send("REGISTER * * again")
+        assert irc.recv_line() == (":chatroom.local FAIL REGISTER ALREADY_AUTHENTICATED jay "
+                                   ":You are already logged in\r")
+        native = clients(server)
+        native.send("NICK jay")
+        assert native.sync() == ["ERR nick-registered nickname 'jay' is registered; "
+                                 "LOGIN jay <password> to use it"]
+        native.send("NICK kim")
+        native.send("REGISTER kim's password")
+        assert native.sync() == [f"NICK {native.id} kim", "ACCOUNT kim"]
+        native.send("NICK kimmy")  # a registered account may go by another name
+        native.sync()
+        irc.send("NICK kim")
+        assert irc.recv_line() == (":chatroom.local 433 jay kim :Nickname is registered; "
+                                   "log in with SASL to use it\r")
+    finally:
+        irc.close()

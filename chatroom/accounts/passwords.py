@@ -15,8 +15,8 @@ import unicodedata
 from ..codec.native import ProtocolError
 from ..codec.text import BAD_TEXT_RE
 
-MIN_LENGTH = 5
-MAX_LENGTH = 256
+MIN_LENGTH = 3
+MAX_LENGTH = 1024
 #: scrypt cost: 2**14 rounds of 8 blocks, 16 MiB of memory and some 50 ms of one core per hash.
 SCRYPT_N = 2 ** 14
 SCRYPT_R = 8

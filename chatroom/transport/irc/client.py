@@ -14,6 +14,7 @@ from ...codec.irc_events import encoder_for
 from ...codec.native import ProtocolError
 from ...codec.text import NAME_RE, check_printable
 from ..connection import Client
+from .accounts import MECHANISMS, AccountCommands
 from .channels import ChannelCommands
 from .isupport import (CAPS, CLIENT_TAGS_LIMIT, PRE_REGISTRATION, TOPICLEN, USERLEN, VERSION,
                        isupport_tokens)
@@ -21,11 +22,11 @@ from .messages import MessageCommands
 from .queries import QueryCommands
 
 
-class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
+class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands, Client):
     """One IRC connection. Until registration completes it is not in the registry."""
 
     __slots__ = ("encoder", "channels", "user", "realname", "caps", "registered", "negotiating",
-                 "pending_nick", "away", "modes", "signon")
+                 "pending_nick", "away", "modes", "signon", "sasl", "cap_version")
 
     multi = True
     plain = False  # its text may carry IRC formatting, stripped for terminal users
@@ -44,6 +45,8 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         self.away = None
         self.modes = ""
         self.signon = int(time.time())
+        self.sasl = None  #: a SASL exchange under way: the base64 so far ("" at its start)
+        self.cap_version = 0  #: the version of CAP LS (302: capabilities show their values)
 
     def joined(self):
         return self.channels
@@ -148,7 +151,8 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
                 self.negotiating = True
             if len(msg.params) > 1 and msg.params[1].isdigit() and int(msg.params[1]) >= 302:
                 self.caps.add("cap-notify")
-            send(self, self._cap(server, "LS", " ".join(CAPS)))
+                self.cap_version = 302
+            send(self, self._cap(server, "LS", " ".join(self._offered(server))))
         elif sub == "LIST":
             send(self, self._cap(server, "LIST", " ".join(sorted(self.caps))))
         elif sub == "REQ":
@@ -156,7 +160,8 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
                 self.negotiating = True
             wanted = msg.params[1].split() if len(msg.params) > 1 else []
             names = [w[1:] if w.startswith("-") else w for w in wanted]
-            if not wanted or any(n not in CAPS for n in names):
+            offered = {c.partition("=")[0] for c in self._offered(server)}
+            if not wanted or any(n not in offered for n in names):
                 send(self, self._cap(server, "NAK", " ".join(wanted)))
                 return None
             caps = set(self.caps)
@@ -174,6 +179,14 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         else:
             self.reply(server, "410", sub, "Invalid CAP command")
         return None
+
+    def _offered(self, server):
+        """CAP LS: the capabilities, with the account ones where the server keeps accounts."""
+        caps = list(CAPS)
+        if server.accounts is not None:
+            caps += ["sasl=" + MECHANISMS if self.cap_version >= 302 else "sasl",
+                     "draft/account-registration"]
+        return caps
 
     def _cap(self, server, sub, text):
         return irc.format_message("CAP", self.ircnick, sub, text, source=server.server_name)
@@ -211,6 +224,8 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         if not NAME_RE.match(nick):
             self.reply(server, "432", nick, "Erroneous nickname")
             return None
+        if self.nick_refused(server, nick):
+            return None
         registry.set_nick(self, nick)
         return None
 
@@ -234,6 +249,9 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, Client):
         if self.registered or self.negotiating or self.pending_nick is None or self.user is None:
             return
         registry = server.registry
+        if self.nick_refused(server, self.pending_nick):  # checked here: SASL may come after NICK
+            self.pending_nick = None
+            return
         try:
             registry.add(self, room=None, nick=self.pending_nick)
         except ProtocolError:
