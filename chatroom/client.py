@@ -131,6 +131,8 @@ def describe(event):
         return f"* People in {args[0]}: " + ", ".join(args[1:])
     if name == "ROOMS":
         return "* Rooms: " + (", ".join(_room_count(entry) for entry in args) or "none")
+    if name == "ACCOUNT" and n == 1:
+        return "* Logged out" if args[0] == "*" else f"* Logged in as {args[0]}"
     if name == "ERR" and n:
         return f"ERROR: {args[1] if n > 1 else args[0]} ({args[0]})"
     return " ".join((name,) + args)
@@ -417,7 +419,9 @@ class Connection:
 class ChatClient:
     """The session: runs typed commands, shows the server's events, owns the connection."""
 
-    def __init__(self, host, port, console, nick=None, connect_timeout=CONNECT_TIMEOUT, tls=None):
+    def __init__(self, host, port, console, nick=None, connect_timeout=CONNECT_TIMEOUT, tls=None,
+                 password=None):
+        self.password = password  #: with ``nick``: LOGIN nick password after each CONNECT
         self.host = host
         self.tls = tls  #: an ssl.SSLContext: connect over TLS, checking certificate and host name
         self.port = port
@@ -603,7 +607,9 @@ class ChatClient:
             conn.id = conn.name = args[0]
             self.console.show(f"Connected to {conn.address} as {conn.id}")
             conn.settled.set()
-            if self.nick:
+            if self.nick and self.password is not None:
+                conn.send("LOGIN", self.nick, self.password)
+            elif self.nick:
                 conn.send("NICK", self.nick)
         else:
             if name == "NICK" and len(args) == 2 and args[0] == conn.name:
@@ -623,6 +629,9 @@ def build_parser():
     a("--host", default=DEFAULT_HOST, help="server address (default %(default)s)")
     a("--port", type=int, default=DEFAULT_PORT, help="server TCP port (default %(default)s)")
     a("--nick", metavar="NAME", help="nickname to take after connecting")
+    a("--password", action="store_true",
+      help="with --nick: log in to that account after connecting; the password is asked for "
+      "without echo on a terminal, else read from the first line of standard input")
     a("--tls", action="store_true",
       help="connect over TLS, checking the server's certificate and host name")
     a("--cafile", metavar="FILE",
@@ -630,6 +639,24 @@ def build_parser():
     a("--connect-timeout", type=float, default=CONNECT_TIMEOUT, metavar="SECONDS",
       help="how long CONNECT waits for the server (default %(default)s)")
     return p
+
+
+def read_password(fd=0):
+    """The password: asked for without echo on a terminal, else standard input's first line.
+
+    Read byte by byte from a pipe so that the commands after it stay unread for the session.
+    """
+    if os.isatty(fd):
+        import getpass
+
+        return getpass.getpass("Password: ")
+    data = bytearray()
+    while len(data) <= INPUT_MAX_LINE:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            break
+        data += byte
+    return data.decode("utf-8", "replace").rstrip("\r")
 
 
 def client_context(cafile=None):
@@ -650,6 +677,13 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     tls = None
+    password = None
+    if args.password:
+        if not args.nick:
+            parser.error("--password needs --nick")
+        password = read_password()
+        if not password:
+            parser.error("no password given")
     if args.cafile and not args.tls:
         parser.error("--cafile needs --tls")
     if args.tls:
@@ -662,7 +696,7 @@ def main(argv=None):
     client = None
     console = Console(1, editor, on_broken=lambda: client.stop(1))
     client = ChatClient(args.host, args.port, console, nick=args.nick,
-                        connect_timeout=args.connect_timeout, tls=tls)
+                        connect_timeout=args.connect_timeout, tls=tls, password=password)
     handlers = []
     try:
         terminal.enter()

@@ -267,3 +267,26 @@ def test_irc_register_and_registered_nick_after_connection(start_server, clients
                                    "log in with SASL to use it\r")
     finally:
         irc.close()
+
+
+def test_chat_client_logs_in_after_connect(server, clients):
+    import subprocess
+    import sys
+
+    from conftest import BIN, ROOT, WAIT
+
+    a = clients(server)
+    register(a, "lee", "lee's password")
+    a.close()
+    result = subprocess.run(
+        [sys.executable, str(BIN / "chat-client"), "--port", str(server.port), "--nick", "lee",
+         "--password"], input=b"lee's password\nCONNECT\nWHO\nQUIT\n", capture_output=True,
+        cwd=ROOT, timeout=WAIT)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out
+    assert "* Logged in as lee\n* People in lobby: lee\n" in out
+    assert "lee's password" not in out
+    result = subprocess.run(
+        [sys.executable, str(BIN / "chat-client"), "--port", str(server.port), "--password"],
+        input=b"", capture_output=True, cwd=ROOT, timeout=WAIT)
+    assert result.returncode == 2 and "--password needs --nick" in result.stderr.decode()
