@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import sys
+import unicodedata
 
 import gevent
 import gevent.event
@@ -72,6 +73,7 @@ def make_server(args):
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         accounts=_open_accounts(args),
+        password=_read_password(args.password_file),
     )
 
     def address(port):
@@ -109,6 +111,20 @@ def _open_accounts(args):
         raise StartupError(f"cannot open the accounts database in {directory}: {err}") from None
     log.debug("Accounts in %s", store.path)
     return Accounts(store)
+
+
+def _read_password(path):
+    """The server password: the first line of ``path``, NFKC-normalised, as UTF-8 bytes."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise StartupError(f"cannot read the password file {path}: {err}") from None
+    if not line:
+        raise StartupError(f"the password file {path} has an empty first line")
+    return unicodedata.normalize("NFKC", line).encode("utf-8")
 
 
 def _read_motd(path):

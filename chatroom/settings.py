@@ -118,6 +118,8 @@ SETTINGS = (
             "numerics)", group="listen"),
     Setting("motd", None, "file whose lines are the IRC message of the day; none: no MOTD (422)",
             metavar="FILE", group="listen"),
+    Setting("password-file", None, "file whose first line is the server password (native: PASS "
+            "as the first line; IRC: PASS); none: no password", metavar="FILE", group="listen"),
     # -- accounts -----------------------------------------------------------------------------
     Setting("data-dir", None, "directory of the accounts database; none: $XDG_STATE_HOME/chatroom, "
             "else ~/.local/state/chatroom", metavar="DIR", group="accounts"),

@@ -17,7 +17,7 @@ VERSION = "1.0"
 SERVER_NAME = "chatroom/" + VERSION
 
 COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT",
-            "REGISTER", "LOGIN", "LOGOUT")
+            "REGISTER", "LOGIN", "LOGOUT", "PASS")
 
 
 class ProtocolError(Exception):
@@ -90,9 +90,9 @@ def parse_command(line):
         return Command(name, (check_name(arg, "nickname" if name == "NICK" else "room"),))
     if name in ("WHO", "ROOMS", "LOGOUT"):
         return Command(name)
-    if name == "REGISTER":  # the password runs to the end of the line (it may hold spaces)
+    if name in ("REGISTER", "PASS"):  # the password runs to the end of the line (spaces too)
         if not rest:
-            raise ProtocolError("missing-argument", "usage: REGISTER <password>")
+            raise ProtocolError("missing-argument", f"usage: {name} <password>")
         return Command(name, (rest,))
     if name == "LOGIN":
         nick, _, password = rest.partition(" ")

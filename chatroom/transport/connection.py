@@ -5,6 +5,9 @@ protocol subclasses it (``transport.native``, ``transport.irc``) to say how its 
 and run and how the transport's own words (errors, ``PING``, goodbye) are put in that protocol.
 """
 
+import hmac
+import unicodedata
+
 from ..codec.native import ProtocolError
 from ..core.registry import Member
 
@@ -13,7 +16,8 @@ class Client(Member):
     """A member with a socket: the server's per-connection state."""
 
     __slots__ = ("sock", "addr", "framer", "watcher", "writer", "pending", "last_seen",
-                 "ping_sent", "closing", "tokens", "stamp", "strikes", "tls", "account")
+                 "ping_sent", "closing", "tokens", "stamp", "strikes", "tls", "account",
+                 "admitted")
 
     def __init__(self, member_id, sock, addr, watcher, server):
         super().__init__(member_id)
@@ -32,10 +36,17 @@ class Client(Member):
         self.strikes = 0.0  #: lines dropped for flooding, decaying at the flood rate
         self.tls = hasattr(sock, "pending")  #: a TLS socket (may hold decrypted bytes unread)
         self.account = None  #: the account name this connection is logged in to, or None
+        self.admitted = server.password is None  #: gave the server password (or none is needed)
 
     @property
     def host(self):
         return self.addr[0]
+
+    @staticmethod
+    def password_matches(server, given):
+        """Whether ``given`` is the server password (NFKC both, compared in constant time)."""
+        given = unicodedata.normalize("NFKC", given).encode("utf-8")
+        return hmac.compare_digest(given, server.password)
 
     def check_nick_free(self, server, nick):
         """ProtocolError ``nick-registered`` unless ``nick`` is no account's or this one's (no I/O)."""

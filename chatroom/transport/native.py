@@ -20,9 +20,30 @@ class NativeClient(Client):
         return LineFramer(server.max_line)
 
     def start(self, server):
-        server.registry.add(self, native.format_hello(self.id))
+        if self.admitted:
+            server.registry.add(self, native.format_hello(self.id))
+        else:  # in no room until it gives the server password
+            server.registry.send(self, native.format_hello(self.id))
+
+    def admit(self, server, line):
+        """The first line on a server with a password: ``PASS <password>`` admits the client to
+        ``lobby``; anything else returns a disconnect reason."""
+        try:
+            cmd = native.parse_command(line)
+        except native.ProtocolError:
+            return "password-required"
+        if cmd.name != "PASS":
+            return "password-required"
+        if not self.password_matches(server, cmd.args[0]):
+            log.info("%s gave a wrong server password", self.id)
+            return "wrong-password"
+        self.admitted = True
+        server.registry.add(self)
+        return None
 
     def run_line(self, server, line):
+        if not self.admitted:
+            return self.admit(server, line)
         registry = server.registry
         try:
             cmd = native.parse_command(line)
@@ -44,6 +65,8 @@ class NativeClient(Client):
                 registry.send(self, native.format_pong(*cmd.args))
             elif name == "QUIT":
                 return "quit: " + cmd.args[0] if cmd.args else "quit"
+            elif name == "PASS":
+                pass  # the server password was given already (or none is needed)
             elif name in ("REGISTER", "LOGIN", "LOGOUT"):
                 self.account_command(server, name, *cmd.args)
             # PONG: any line proves liveness; nothing more to do.

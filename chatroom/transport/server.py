@@ -112,6 +112,7 @@ class ChatServer:
     tls_key = None  #: PEM file of its private key
     motd = None  #: the IRC message of the day, a list of lines, or None
     accounts = None  #: the accounts service (chatroom.accounts.service.Accounts), or None
+    password = None  #: the server password (--password-file), NFKC and UTF-8 encoded, or None
 
     def __init__(self, registry=None, **tunables):
         for name, value in tunables.items():

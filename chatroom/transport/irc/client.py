@@ -7,6 +7,7 @@ its :attr:`encoder` follows the capabilities it negotiated. Replies to the clien
 group (``codec.irc_events``). See docs/irc.md for what is supported.
 """
 
+import logging
 import time
 
 from ...codec import irc
@@ -20,6 +21,8 @@ from .isupport import (CAPS, CLIENT_TAGS_LIMIT, PRE_REGISTRATION, TOPICLEN, USER
                        isupport_tokens)
 from .messages import MessageCommands
 from .queries import QueryCommands
+
+log = logging.getLogger("chatroom.server")
 
 
 class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands, Client):
@@ -175,7 +178,7 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         elif sub == "END":
             if not self.registered:
                 self.negotiating = False
-                self._try_register(server)
+                return self._try_register(server)
         else:
             self.reply(server, "410", sub, "Invalid CAP command")
         return None
@@ -200,6 +203,8 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
             self.reply(server, "462", "You may not reregister")
         elif not msg.params:
             self.reply(server, "461", "PASS", "Not enough parameters")
+        elif server.password is not None:
+            self.admitted = self.password_matches(server, msg.params[0])
         return None
 
     def cmd_nick(self, server, msg):
@@ -217,8 +222,7 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
                 self.reply(server, "433", nick, "Nickname is already in use")
                 return None
             self.pending_nick = nick
-            self._try_register(server)
-            return None
+            return self._try_register(server)
         if nick == self.nick:
             return None
         if not NAME_RE.match(nick):
@@ -242,22 +246,27 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
             self.reply(server, "461", "USER", "Not enough parameters")
             return None
         self.realname = irc.check_text(msg.params[3])[:TOPICLEN]
-        self._try_register(server)
-        return None
+        return self._try_register(server)
 
     def _try_register(self, server):
+        """Complete registration if NICK, USER and CAP END are in; returns a disconnect reason
+        when the server password was not given (464)."""
         if self.registered or self.negotiating or self.pending_nick is None or self.user is None:
-            return
+            return None
+        if not self.admitted:
+            log.info("%s gave no or a wrong server password", self.id)
+            self.reply(server, "464", "Password incorrect")
+            return "wrong-password"
         registry = server.registry
         if self.nick_refused(server, self.pending_nick):  # checked here: SASL may come after NICK
             self.pending_nick = None
-            return
+            return None
         try:
             registry.add(self, room=None, nick=self.pending_nick)
         except ProtocolError:
             self.reply(server, "433", self.pending_nick, "Nickname is already in use")
             self.pending_nick = None
-            return
+            return None
         self.pending_nick = None
         self.registered = True
         self._prefix = None
