@@ -74,6 +74,7 @@ def make_server(args):
         tls_key=args.tls_key,
         accounts=_open_accounts(args),
         password=_read_password(args.password_file),
+        opers=frozenset(name.casefold() for name in args.oper or ()),
     )
 
     def address(port):

@@ -58,6 +58,7 @@ class Setting:
     choices: tuple = None
     metavar: str = None
     group: str = "limits"  #: where it belongs: "listen", "limits", "cluster", "logging"
+    repeat: bool = False  #: may be given several times: a list (the variable: comma-separated)
 
     @property
     def flag(self):
@@ -123,6 +124,9 @@ SETTINGS = (
     # -- accounts -----------------------------------------------------------------------------
     Setting("data-dir", None, "directory of the accounts database; none: $XDG_STATE_HOME/chatroom, "
             "else ~/.local/state/chatroom", metavar="DIR", group="accounts"),
+    Setting("oper", None, "an account whose holder, logged in, is a server operator (KICK and "
+            "TOPIC anywhere, BAN, UNBAN; IRC OPER and KILL); repeat for more", metavar="NAME",
+            group="accounts", repeat=True),
     # -- logging ------------------------------------------------------------------------------
     Setting("log-level", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
             group="logging"),
@@ -164,6 +168,10 @@ def build_parser(prog="chat-server", environ=None):
         if s.type is bool:
             on = value is not None and value.strip().lower() in ("1", "true", "yes", "on")
             parser.add_argument(s.flag, action="store_true", default=on, help=help_text)
+        elif s.repeat:
+            given = None if value is None else [s.type(v.strip()) for v in value.split(",") if v.strip()]
+            parser.add_argument(s.flag, type=s.type, action="append", default=given,
+                                metavar=s.metavar, help=help_text)
         else:
             # argparse runs a string default through ``type``, so the variable is checked too.
             parser.add_argument(s.flag, type=s.type, default=s.default if value is None else value,

@@ -70,6 +70,8 @@ class Accounts:
         self.cpu = ThreadPool(hash_threads)
         self.slots = BoundedSemaphore(queue_limit)
         self.names = set(store.load_names())  # at start, before any client: blocking is fine
+        #: (kind, value) -> (until or None, reason): every ban, read at start, kept here after
+        self.bans = {(kind, value): (until, reason) for kind, value, until, reason in store.bans()}
         self.by_account = FailureLimit(FAILS_PER_ACCOUNT)
         self.by_address = FailureLimit(FAILS_PER_ADDRESS)
         # Unknown accounts are checked against this, at the same cost as a real hash: the same
@@ -125,6 +127,40 @@ class Accounts:
             log.info("Failed login to %s from %s", name, address)
             raise ProtocolError("login-failed", "no such account, or wrong password")
         return record[0]
+
+    # -- bans ----------------------------------------------------------------------------------
+
+    def banned(self, kind, value):
+        """The reason ``value`` (a nick or account, any case; an address) is banned, or None."""
+        key = (kind, value if kind == "address" else value.casefold())
+        entry = self.bans.get(key)
+        if entry is None:
+            return None
+        until, reason = entry
+        if until is not None and until <= time.time():
+            del self.bans[key]
+            return None
+        return reason or "banned"
+
+    def ban(self, kind, value, minutes, reason, by):
+        """Ban ``value`` (``kind``: nick, account or address) for ``minutes`` (None: for ever)."""
+        value = value if kind == "address" else value.casefold()
+        until = None if minutes is None else time.time() + 60 * minutes
+        self.bans[(kind, value)] = (until, reason)
+        self.store_call("add_ban", kind, value, until, reason, by)
+        log.info("%s banned %s %s%s", by, kind, value, "" if minutes is None else f" for {minutes} min")
+
+    def unban(self, value, by):
+        """Lift every ban of ``value`` (as nick, account and address); returns the kinds lifted."""
+        lifted = []
+        for kind in ("nick", "account", "address"):
+            key = (kind, value if kind == "address" else value.casefold())
+            if self.bans.pop(key, None) is not None:
+                lifted.append(kind)
+                self.store_call("remove_ban", *key)
+        if lifted:
+            log.info("%s lifted the ban of %s", by, value)
+        return lifted
 
     def close(self):
         self.io.kill()

@@ -17,7 +17,7 @@ VERSION = "1.0"
 SERVER_NAME = "chatroom/" + VERSION
 
 COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT",
-            "REGISTER", "LOGIN", "LOGOUT", "PASS")
+            "REGISTER", "LOGIN", "LOGOUT", "PASS", "KICK", "BAN", "UNBAN", "TOPIC")
 
 
 class ProtocolError(Exception):
@@ -94,6 +94,25 @@ def parse_command(line):
         if not rest:
             raise ProtocolError("missing-argument", f"usage: {name} <password>")
         return Command(name, (rest,))
+    if name in ("KICK", "UNBAN"):
+        who, _, reason = rest.strip(" ").partition(" ")
+        if not who:
+            raise ProtocolError("missing-argument", f"usage: {name} <nick>"
+                                + (" [reason]" if name == "KICK" else ""))
+        return Command(name, (who, check_text(reason.strip(" "))) if name == "KICK" else (who,))
+    if name == "BAN":
+        who, _, more = rest.strip(" ").partition(" ")
+        if not who:
+            raise ProtocolError("missing-argument", "usage: BAN <nick|account|address> [minutes] [reason]")
+        first, _, reason = more.strip(" ").partition(" ")
+        minutes = None
+        if first.isdigit() and first.isascii():
+            minutes = int(first)
+        else:
+            reason = more.strip(" ")
+        return Command(name, (who, minutes, check_text(reason.strip(" "))))
+    if name == "TOPIC":
+        return Command(name, (check_text(rest),) if rest else ())
     if name == "LOGIN":
         nick, _, password = rest.partition(" ")
         if not nick or not password:
@@ -143,6 +162,19 @@ def format_part(room, who, reason=""):
 
 def format_nick(old, new):
     return _line("NICK", old, new)
+
+
+def format_topic(room, who, text=""):
+    """``who`` set ``room``'s topic to ``text`` (empty: cleared); also the answer to a bare TOPIC."""
+    return _line("TOPIC", room, who, text) if text else _line("TOPIC", room, who)
+
+
+def format_banned(kind, value, minutes=None):
+    return _line("BANNED", kind, value, str(minutes)) if minutes is not None else _line("BANNED", kind, value)
+
+
+def format_unbanned(kind, value):
+    return _line("UNBANNED", kind, value)
 
 
 def format_account(name):
@@ -250,7 +282,7 @@ class Encoder:
                            else f"kicked by {by.name}")
 
     def topic(self, room, by, text):
-        return None
+        return format_topic(room.name, by.name, text)
 
     def tagmsg(self, room, sender, target, stamp, tags):
         return None

@@ -17,7 +17,7 @@ class Client(Member):
 
     __slots__ = ("sock", "addr", "framer", "watcher", "writer", "pending", "last_seen",
                  "ping_sent", "closing", "tokens", "stamp", "strikes", "tls", "account",
-                 "admitted")
+                 "admitted", "oper")
 
     def __init__(self, member_id, sock, addr, watcher, server):
         super().__init__(member_id)
@@ -37,6 +37,7 @@ class Client(Member):
         self.tls = hasattr(sock, "pending")  #: a TLS socket (may hold decrypted bytes unread)
         self.account = None  #: the account name this connection is logged in to, or None
         self.admitted = server.password is None  #: gave the server password (or none is needed)
+        self.oper = False  #: a server operator (logged in to an --oper account; IRC: after OPER)
 
     @property
     def host(self):

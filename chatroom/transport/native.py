@@ -1,5 +1,6 @@
 """Native protocol v1 connections (docs/protocol.md): each line is one command for the registry."""
 
+import ipaddress
 import logging
 
 from ..codec import native
@@ -7,6 +8,14 @@ from ..codec.lines import NO_LINE_END_LIMIT, LineFramer
 from .connection import Client
 
 log = logging.getLogger("chatroom.server")
+
+
+def _is_address(text):
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class NativeClient(Client):
@@ -54,6 +63,8 @@ class NativeClient(Client):
                 registry.tell(self, *cmd.args)
             elif name == "NICK":
                 self.check_nick_free(server, cmd.args[0])
+                if server.accounts is not None and server.accounts.banned("nick", cmd.args[0]):
+                    return "banned"
                 registry.set_nick(self, cmd.args[0])
             elif name == "JOIN":
                 registry.join(self, cmd.args[0])
@@ -69,6 +80,10 @@ class NativeClient(Client):
                 pass  # the server password was given already (or none is needed)
             elif name in ("REGISTER", "LOGIN", "LOGOUT"):
                 self.account_command(server, name, *cmd.args)
+                if server.ban_reason(self):
+                    return "banned"
+            elif name in ("KICK", "BAN", "UNBAN", "TOPIC"):
+                return getattr(self, "cmd_" + name.lower())(server, *cmd.args)
             # PONG: any line proves liveness; nothing more to do.
         except native.ProtocolError as err:
             registry.send(self, err.to_bytes())
@@ -84,6 +99,7 @@ class NativeClient(Client):
             if self.account is None:
                 raise native.ProtocolError("not-logged-in", "you are not logged in")
             self.account = None
+            self.oper = False
             registry.send(self, native.format_account("*"))
             return
         if name == "REGISTER":
@@ -99,13 +115,70 @@ class NativeClient(Client):
         if self.closing:
             return  # left while the workers were busy
         self.account = account
-        log.info("%s logged in as %s", self.id, account)
+        self.oper = server.is_oper_account(account)
+        log.info("%s logged in as %s%s", self.id, account, " (server operator)" if self.oper else "")
         if self.nick != account:
             holder = registry.find_nick(account)
             if holder is not None and holder is not self:  # took it while we waited
                 raise native.ProtocolError("nick-taken", f"nickname '{account}' is in use")
             registry.set_nick(self, account)
         registry.send(self, native.format_account(account))
+
+    # -- moderation ------------------------------------------------------------------------------
+
+    def _need_oper(self):
+        if not self.oper:
+            raise native.ProtocolError("not-operator", "only server operators may do that")
+
+    def cmd_kick(self, server, who, reason):
+        """KICK: room operators and server operators put someone out of their room."""
+        registry = server.registry
+        room = self.room
+        if self not in room.ops and not self.oper:
+            raise native.ProtocolError("not-operator", f"you are not an operator of {room.name}")
+        target = registry.find(who)
+        if target is None or target not in room.members:
+            raise native.ProtocolError("no-such-nick", f"no '{who}' in {room.name}")
+        log.info("%s kicked %s from %s", self.name, target.name, room.name)
+        registry.kick(self, room, target, reason)
+        return None
+
+    def cmd_topic(self, server, text=None):
+        """TOPIC: show your room's topic, or set it (room or server operators)."""
+        registry = server.registry
+        room = self.room
+        if text is None:
+            if room.topic is None:
+                registry.send(self, native.format_topic(room.name, "*"))
+            else:
+                registry.send(self, native.format_topic(room.name, room.topic[1], room.topic[0]))
+            return None
+        if "t" in room.modes and self not in room.ops and not self.oper:
+            raise native.ProtocolError("not-operator", f"you are not an operator of {room.name}")
+        registry.set_topic(self, room, text)
+        return None
+
+    def cmd_ban(self, server, who, minutes, reason):
+        """BAN: server operators ban an address, an account or a nickname, on every listener."""
+        self._need_oper()
+        accounts = server.accounts
+        kind = ("address" if _is_address(who) else
+                "account" if accounts.is_registered(who) else "nick")
+        if kind == "nick":
+            native.check_name(who, "nickname")
+        accounts.ban(kind, who, minutes, reason, self.name)
+        server.registry.send(self, native.format_banned(kind, who, minutes))
+        server.enforce_bans()
+        return None
+
+    def cmd_unban(self, server, who):
+        self._need_oper()
+        lifted = server.accounts.unban(who, self.name)
+        if not lifted:
+            raise native.ProtocolError("no-such-ban", f"'{who}' is not banned")
+        for kind in lifted:
+            server.registry.send(self, native.format_unbanned(kind, who))
+        return None
 
     def line_too_long(self, server, size):
         return native.format_err("line-too-long", f"line over {server.max_line} bytes was discarded")

@@ -113,6 +113,7 @@ class ChatServer:
     motd = None  #: the IRC message of the day, a list of lines, or None
     accounts = None  #: the accounts service (chatroom.accounts.service.Accounts), or None
     password = None  #: the server password (--password-file), NFKC and UTF-8 encoded, or None
+    opers = frozenset()  #: case-folded account names of the server operators (--oper)
 
     def __init__(self, registry=None, **tunables):
         for name, value in tunables.items():
@@ -186,6 +187,8 @@ class ChatServer:
             refusal = "server-full"
         elif self.max_per_ip and self.per_ip.get(ip, 0) >= self.max_per_ip:
             refusal = "too-many-connections"
+        elif self.accounts is not None and self.accounts.banned("address", ip):
+            refusal = "banned"
         if refusal is not None:
             log.warning("Refused %s: %s", client_id, refusal)
             self._send_last_words(sock, client_class.refusal(self, refusal))
@@ -201,6 +204,29 @@ class ChatServer:
         client.start(self)
         self._read(client)
         return True
+
+    def is_oper_account(self, account):
+        return account is not None and account.casefold() in self.opers
+
+    def ban_reason(self, client):
+        """Why ``client`` is banned (its address, nickname or account), or None."""
+        accounts = self.accounts
+        if accounts is None:
+            return None
+        return (accounts.banned("address", client.host)
+                or (client.nick and accounts.banned("nick", client.nick))
+                or (client.account and accounts.banned("account", client.account)))
+
+    def kill(self, client):
+        """Close another client's connection with ``killed`` (an operator's KILL)."""
+        if client in self.clients:
+            gevent.spawn(self._close, client, "killed")
+
+    def enforce_bans(self):
+        """Close every connection a ban now covers, on every listener, with ``banned``."""
+        for client in list(self.clients):
+            if self.ban_reason(client):
+                gevent.spawn(self._close, client, "banned")
 
     def _on_readable(self, client):
         """Read watcher callback, in the hub: bytes (or EOF) wait; start a reader greenlet."""

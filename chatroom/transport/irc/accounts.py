@@ -5,10 +5,12 @@ protocol. Hashing runs off the loop; this client's reader waits for the answer, 
 
 import base64
 import binascii
+import ipaddress
 import logging
 
 from ...codec import irc
 from ...codec.native import ProtocolError
+from ...codec.text import NAME_RE
 
 log = logging.getLogger("chatroom.server")
 
@@ -99,12 +101,84 @@ class AccountCommands:
         if not self.closing:
             self._logged_in(server, account)
             self.reply(server, "903", "SASL authentication successful")
+            if server.ban_reason(self):
+                server.enforce_bans()
 
     def _logged_in(self, server, account):
         self.account = account
         log.info("%s logged in as %s", self.id, account)
         self.reply(server, "900", self.prefix if self.registered else f"{self.ircnick}!*@{self.host}",
                    account, f"You are now logged in as {account}")
+
+    def cmd_oper(self, server, msg):
+        """``OPER <account> <password>``: an --oper account's password makes this a server operator."""
+        if len(msg.params) < 2:
+            self.reply(server, "461", "OPER", "Not enough parameters")
+            return None
+        name, password = msg.params[:2]
+        if server.accounts is None or not server.is_oper_account(name):
+            self.reply(server, "491", "No O-lines for your host")
+            return None
+        try:
+            server.accounts.login(name, password, self.host)
+        except ProtocolError:
+            if not self.closing:
+                self.reply(server, "464", "Password incorrect")
+            return None
+        if self.closing:
+            return None
+        self.oper = True
+        self.modes = "".join(sorted(set(self.modes) | {"o"}))
+        log.info("%s is a server operator (%s)", self.ircnick, name)
+        self.reply(server, "381", "You are now an IRC operator")
+        return None
+
+    def cmd_kill(self, server, msg):
+        """``KILL <nick> [reason]`` (server operators): the target is disconnected with ``killed``."""
+        if len(msg.params) < 1:
+            self.reply(server, "461", "KILL", "Not enough parameters")
+            return None
+        if not self.oper:
+            self.reply(server, "481", "Permission Denied- You're not an IRC operator")
+            return None
+        target = server.registry.find(msg.params[0])
+        if target is None or not hasattr(target, "sock"):
+            self.reply(server, "401", msg.params[0], "No such nick/channel")
+            return None
+        log.info("%s killed %s: %s", self.ircnick, target.name, msg.params[1] if len(msg.params) > 1 else "")
+        if target is self:
+            return "killed"
+        server.kill(target)
+        return None
+
+    def ban_mode(self, server, channel, sign, mask):
+        """``MODE #room +b/-b mask`` (server operators): a server-wide ban of a nickname
+        (``nick`` or ``nick!*@*``), an address (``*!*@1.2.3.4``) or an account (``$a:name``)."""
+        if not self.oper:
+            self.reply(server, "481", "Permission Denied- You're not an IRC operator")
+            return None
+        kind, value = _parse_mask(mask)
+        if kind is None:
+            self.reply(server, "472", "b", "is an unknown mode char to me")
+            return None
+        accounts = server.accounts
+        if sign == "+":
+            accounts.ban(kind, value, None, "", self.ircnick)
+        elif not accounts.unban(value, self.ircnick):
+            return None
+        server.registry.send(self, irc.format_message("MODE", channel, sign + "b", mask,
+                                                      source=self.prefix))
+        if sign == "+":
+            server.enforce_bans()
+        return None
+
+    def ban_list(self, server, channel):
+        accounts = server.accounts
+        for (kind, value) in list(accounts.bans if accounts is not None else ()):
+            if accounts.banned(kind, value):
+                mask = {"nick": f"{value}!*@*", "address": f"*!*@{value}", "account": f"$a:{value}"}[kind]
+                self.reply(server, "367", channel, mask)
+        self.reply(server, "368", channel, "End of channel ban list")
 
     def cmd_register(self, server, msg):
         """IRCv3 draft/account-registration: ``REGISTER <account> <email> <password>``."""
@@ -146,3 +220,21 @@ class AccountCommands:
                                       source=server.server_name))
         self._logged_in(server, account)
         return None
+
+
+def _parse_mask(mask):
+    """``(kind, value)`` of a ban mask, or ``(None, None)`` for one that is none of the three."""
+    if mask.startswith(("$a:", "~a:")) and NAME_RE.match(mask[3:]):
+        return "account", mask[3:]
+    nick, _, host = mask.partition("!")
+    user, _, address = host.partition("@")
+    if not host and NAME_RE.match(nick):
+        return "nick", nick
+    if nick == "*" and user in ("*", "") and address and "*" not in address:
+        try:
+            return "address", str(ipaddress.ip_address(address))
+        except ValueError:
+            return None, None
+    if NAME_RE.match(nick) and user in ("*", "") and address in ("*", ""):
+        return "nick", nick
+    return None, None

@@ -81,6 +81,9 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         return irc.format_message("PING", token)
 
     def bye(self, server, reason):
+        if reason == "banned":
+            return self.numeric(server, "465", "You are banned from this server") + irc.format_message(
+                "ERROR", f"Closing link: {self.host} (banned)")
         if reason.startswith("quit"):
             text = "Quit: " + reason[6:] if reason.startswith("quit: ") else "Quit"
         else:
@@ -230,6 +233,8 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
             return None
         if self.nick_refused(server, nick):
             return None
+        if server.accounts is not None and server.accounts.banned("nick", nick):
+            return "banned"
         registry.set_nick(self, nick)
         return None
 
@@ -261,6 +266,9 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         if self.nick_refused(server, self.pending_nick):  # checked here: SASL may come after NICK
             self.pending_nick = None
             return None
+        accounts = server.accounts
+        if accounts is not None and accounts.banned("nick", self.pending_nick):
+            return "banned"
         try:
             registry.add(self, room=None, nick=self.pending_nick)
         except ProtocolError:
