@@ -105,6 +105,10 @@ def _open_accounts(args):
     from .accounts.service import Accounts
     from .accounts.store import SqliteStore, default_data_dir
 
+    if args.redis:  # a cluster: every node sees the same accounts and bans
+        from .accounts.redis_store import RedisStore
+
+        return Accounts(RedisStore(args.redis))  # Redis may come later (docs/cluster.md)
     directory = args.data_dir or default_data_dir()
     try:
         store = SqliteStore(directory)
@@ -199,6 +203,7 @@ def main(argv=None):
         return 1
     if args.redis:
         server.registry.start()
+        server.accounts.follow(server.enforce_bans)
     native_listener, *others = server.listeners
     log.info("Listening on %s (max %d clients, open-files limit %d, pid %d)",
              format_addr(native_listener.address[:2]), args.max_clients, nofile, os.getpid())

@@ -69,9 +69,18 @@ class Accounts:
         self.io = ThreadPool(1)  # one thread: the store's connection is used by one at a time
         self.cpu = ThreadPool(hash_threads)
         self.slots = BoundedSemaphore(queue_limit)
-        self.names = set(store.load_names())  # at start, before any client: blocking is fine
-        #: (kind, value) -> (until or None, reason): every ban, read at start, kept here after
-        self.bans = {(kind, value): (until, reason) for kind, value, until, reason in store.bans()}
+        self.errors = getattr(store, "errors", ())  #: what a store that may be away raises
+        self.names = set()  #: every account's key: read at start, kept up to date here after
+        self.bans = {}  #: (kind, value) -> (until or None, reason): every ban, likewise
+        try:
+            self.reload()  # at start, before any client: blocking is fine
+        except self.errors as err:  # Redis not up yet: read when it is (follow)
+            log.warning("Accounts: store unavailable at start (%s); reading it when it answers", err)
+
+    def reload(self):
+        self.names = set(self.store.load_names())
+        self.bans = {(kind, value): (until, reason)
+                     for kind, value, until, reason in self.store.bans()}
         self.by_account = FailureLimit(FAILS_PER_ACCOUNT)
         self.by_address = FailureLimit(FAILS_PER_ADDRESS)
         # Unknown accounts are checked against this, at the same cost as a real hash: the same
@@ -84,7 +93,40 @@ class Accounts:
             return pool.spawn(func, *args).get()
 
     def store_call(self, method, *args):
-        return self.run(self.io, getattr(self.store, method), *args)
+        try:
+            if getattr(self.store, "cooperative", False):  # network I/O that yields (Redis)
+                with self.slots:
+                    return getattr(self.store, method)(*args)
+            return self.run(self.io, getattr(self.store, method), *args)
+        except self.errors as err:
+            log.warning("Accounts: store unavailable (%s)", err)
+            raise ProtocolError("accounts-unavailable", "accounts are unavailable; try again later") from None
+
+    def follow(self, on_ban):
+        """With a shared store (Redis): keep the caches up to date with every node's changes;
+        ``on_ban()`` is called after a ban arrives (to close what it covers)."""
+        listen = getattr(self.store, "listen", None)
+        if listen is None:
+            return
+
+        def on_change(change):
+            if "account" in change:
+                self.names.add(change["account"])
+                log.info("Accounts: account %s is registered (cluster)", change["account"])
+            elif "ban" in change:
+                kind, value, until, reason = change["ban"]
+                self.bans[(kind, value)] = (until, reason)
+                log.info("Accounts: %s %s is banned (cluster)", kind, value)
+                on_ban()
+            elif "unban" in change:
+                self.bans.pop(tuple(change["unban"]), None)
+                log.info("Accounts: %s %s is no longer banned (cluster)", *change["unban"])
+
+        def on_connect():
+            self.reload()
+            on_ban()
+
+        listen(on_change, on_connect)
 
     def is_registered(self, nick):
         """Whether ``nick`` is an account's name (no I/O)."""
@@ -147,7 +189,7 @@ class Accounts:
         value = value if kind == "address" else value.casefold()
         until = None if minutes is None else time.time() + 60 * minutes
         self.bans[(kind, value)] = (until, reason)
-        self.store_call("add_ban", kind, value, until, reason, by)
+        self.store_call("add_ban", kind, value, until, reason, by)  # other nodes hear of it
         log.info("%s banned %s %s%s", by, kind, value, "" if minutes is None else f" for {minutes} min")
 
     def unban(self, value, by):
