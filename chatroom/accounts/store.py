@@ -22,7 +22,7 @@ MIGRATIONS = (
     """CREATE TABLE accounts (
            key TEXT PRIMARY KEY,      -- the name case-folded
            name TEXT NOT NULL,        -- as registered
-           password TEXT NOT NULL,    -- scrypt$N$r$p$salt$hash
+           password TEXT NOT NULL,    -- $argon2id$... (or scrypt$N$r$p$salt$hash)
            created REAL NOT NULL
        )""",
     """CREATE TABLE bans (
