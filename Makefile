@@ -28,6 +28,7 @@ soak: venv
 bench: venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) benchmarks/accounts_tls_bench.py
 	@if command -v redis-server >/dev/null; then $(PY) benchmarks/cluster_bench.py $(CLUSTER_ARGS); \
 	else echo "redis-server not installed: cluster benchmark skipped (see docs/cluster.md)"; fi
 

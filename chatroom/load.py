@@ -140,6 +140,7 @@ class Config:
     source_addrs: int = 1
     procs: int = 1
     index: int = 0
+    tls: bool = False  #: speak TLS (the server's --tls-port); the certificate is not checked
 
     def share(self, total):
         """This process's (count, first global index) of ``total`` clients of one kind."""
@@ -149,6 +150,22 @@ class Config:
 
 
 # -- clients --------------------------------------------------------------------------------------
+
+
+#: Set by --tls: a client context that encrypts but does not check the certificate (a load tool
+#: measures the cost of TLS, not whom it trusts).
+TLS_CONTEXT = None
+
+
+def use_tls():
+    global TLS_CONTEXT
+    import ssl
+
+    import gevent.ssl
+
+    TLS_CONTEXT = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    TLS_CONTEXT.check_hostname = False
+    TLS_CONTEXT.verify_mode = ssl.CERT_NONE
 
 
 class Client:
@@ -171,6 +188,8 @@ class Client:
             sock.settimeout(CONNECT_TIMEOUT)
             sock.connect((host, port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if TLS_CONTEXT is not None:
+                sock = TLS_CONTEXT.wrap_socket(sock)
             sock.settimeout(SETUP_TIMEOUT)
             sock.sendall(b"JOIN " + room.encode() + b"\n" + PING_READY)
             framer = LineFramer()
@@ -441,6 +460,8 @@ class Worker:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        if cfg.tls and TLS_CONTEXT is None:
+            use_tls()
         n_recv, _ = cfg.share(cfg.receivers)
         n_send, first_sender = cfg.share(cfg.senders)
         n_idle, first_idle = cfg.share(cfg.idle)
@@ -1178,6 +1199,8 @@ def build_parser():
     a("--source-addrs", type=int, default=1,
       help="spread clients over source addresses 127.0.0.1..127.0.0.K (default %(default)s)")
     a("--procs", type=int, default=1, help="worker processes to split the clients over (default %(default)s)")
+    a("--tls", action="store_true",
+      help="connect over TLS (point --port at the server's --tls-port); the certificate is not checked")
     a("--json", action="store_true", help="print the result as one JSON object")
     a("--worker", help=argparse.SUPPRESS)
     return p
@@ -1191,7 +1214,7 @@ def config_from_args(args):
         room=args.room, receivers=args.receivers, senders=args.senders, idle=args.idle,
         stalled=args.stalled, messages=args.messages, duration=args.duration, rate=args.rate,
         size=args.size, window=args.window, check=check, source_addrs=args.source_addrs,
-        procs=max(1, args.procs))
+        procs=max(1, args.procs), tls=args.tls)
     for name in ("receivers", "senders", "idle", "stalled", "messages"):
         if getattr(cfg, name) < 0:
             raise SystemExit(f"chat-load: --{name} must not be negative")
