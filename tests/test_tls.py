@@ -142,6 +142,16 @@ def test_client_checks_certificate_and_host_name(start_server, pki, tmp_path):
     finally:
         mismatch.kill()
         untrusted.kill()
+    # By name: a certificate for chat.example.org, reached as localhost.
+    by_name = ClientProcess(tls_port(bad), "--tls", "--cafile", wrong.cafile, "--host", "localhost")
+    try:
+        by_name.type("CONNECT")
+        by_name.expect_line("ERROR: Connection Failed.")
+        by_name.expect(r"TLS: Hostname mismatch, certificate is not valid for 'localhost'\.")
+        by_name.type("QUIT")
+        assert by_name.wait() == 0
+    finally:
+        by_name.kill()
     # The raw check too: a TLS client that checks names refuses the mismatch.
     with pytest.raises(ssl.SSLCertVerificationError):
         LineClient(tls_port(bad), tls=wrong.client(), hello=False)
@@ -234,3 +244,19 @@ def test_tls_ports_need_a_certificate(start_server, tmp_path):
                             capture_output=True, text=True, cwd=ROOT, timeout=WAIT)
     assert result.returncode == 1
     assert "ERROR: cannot load the TLS certificate" in result.stdout
+
+
+def test_chat_load_speaks_tls(start_server, pki):
+    import json
+    import subprocess
+
+    from conftest import BIN, ROOT
+
+    server = start_server("--tls-port", 0, "--flood-rate", 0, *pki.flags())
+    done = subprocess.run([sys.executable, str(BIN / "chat-load"), "--json", "--tls", "--port",
+                           str(tls_port(server)), "--receivers", "5", "--senders", "2",
+                           "--messages", "50", "--duration", "5"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["lost"] == 0 and result["delivered"] == result["expected"] > 0
