@@ -18,6 +18,7 @@ from gevent.lock import BoundedSemaphore
 from gevent.threadpool import ThreadPool
 
 from ..codec.native import ProtocolError
+from ..codec.text import NAME_RE
 from .passwords import DUMMY_HASH, hash_password, normalize, verify_password
 
 log = logging.getLogger("chatroom.accounts")
@@ -154,8 +155,9 @@ class Accounts:
         way), ``rate-limited`` after too many failures for this account or from this address.
         """
         key = name.casefold()
+        shown = name if NAME_RE.match(name) else repr(name[:64])  # SASL names are anything
         if self.by_account.blocked(key) or self.by_address.blocked(address):
-            log.warning("Login to %s from %s refused: too many failures", name, address)
+            log.warning("Login to %s from %s refused: too many failures", shown, address)
             raise ProtocolError("rate-limited", "too many failed logins; try again later")
         try:
             password = normalize(password)
@@ -167,7 +169,7 @@ class Accounts:
         if not (ok and record is not None and password is not None):
             self.by_account.fail(key)
             self.by_address.fail(address)
-            log.info("Failed login to %s from %s", name, address)
+            log.info("Failed login to %s from %s", shown, address)
             raise ProtocolError("login-failed", "no such account, or wrong password")
         return record[0]
 
