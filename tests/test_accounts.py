@@ -10,6 +10,7 @@ import time
 import pytest
 
 from chatroom.accounts.store import MIGRATIONS
+from conftest import LineClient
 
 
 def lobby(server, clients, n=2):
@@ -110,6 +111,25 @@ def test_failed_logins_are_limited_per_account(server, clients):
     server.wait_for(r"^WARNING: Login to erin from 127\.0\.0\.1 refused: too many failures$")
     b.send("LOGIN frank the password")  # another account from the same address is fine
     assert b.expect("ACCOUNT ") == "ACCOUNT frank"
+
+
+def test_failed_logins_are_limited_per_address(server, clients):
+    a, b = lobby(server, clients)
+    register(a, "quinn", "quinn's password", b)
+    a.close()
+    assert b.recv_line() == "PART lobby quinn disconnected"
+    for i in range(20):  # 20 accounts, one failure each: no account is over its own limit
+        b.send(f"LOGIN nobody{i} guess")
+    for i in range(20):
+        assert b.recv_line() == "ERR login-failed no such account, or wrong password"
+    b.send("LOGIN quinn quinn's password")  # right, but this address is over its limit
+    assert b.recv_line() == "ERR rate-limited too many failed logins; try again later"
+    other = LineClient(server.port, source="127.0.0.2")  # another address is not
+    try:
+        other.send("LOGIN quinn quinn's password")
+        assert other.expect("ACCOUNT ") == "ACCOUNT quinn"
+    finally:
+        other.close()
 
 
 def test_chat_goes_on_while_passwords_are_hashed(server, clients):

@@ -52,7 +52,7 @@ def test_room_operators_kick_and_set_the_topic(server, clients):
     for c in (first, second, third):
         assert c.expect("TOPIC ") == f"TOPIC lobby {first.id} a room with rules"
     second.send("JOIN side")
-    settle(first, second, third)
+    settle(second, first, third)  # the JOIN has run before the others sync
     first.send("KICK " + second.id)
     assert first.sync() == [f"ERR no-such-nick no '{second.id}' in lobby"]
     first.send(f"KICK {third.id} behave")

@@ -166,6 +166,8 @@ class NativeClient(Client):
                 "account" if accounts.is_registered(who) else "nick")
         if kind == "nick":
             native.check_name(who, "nickname")
+        elif kind == "address":
+            who = str(ipaddress.ip_address(who))  # one spelling: "0:0::1" is "::1"
         accounts.ban(kind, who, minutes, reason, self.name)
         server.registry.send(self, native.format_banned(kind, who, minutes))
         server.enforce_bans()
@@ -173,6 +175,8 @@ class NativeClient(Client):
 
     def cmd_unban(self, server, who):
         self._need_oper()
+        if _is_address(who):
+            who = str(ipaddress.ip_address(who))
         lifted = server.accounts.unban(who, self.name)
         if not lifted:
             raise native.ProtocolError("no-such-ban", f"'{who}' is not banned")
