@@ -4,6 +4,7 @@ MODE +b; bans kept in the store and applied on every listener."""
 import re
 
 from conftest import LineClient
+from test_tls import pki  # noqa: F401 (fixture)
 
 
 def settle(*clients):
@@ -60,9 +61,10 @@ def test_room_operators_kick_and_set_the_topic(server, clients):
     assert first.recv_line() == f"PART lobby {third.id} kicked by {first.id}: behave"
 
 
-def test_server_operators_ban_nicknames_accounts_and_addresses(start_server, clients, tmp_path):
+def test_server_operators_ban_nicknames_accounts_and_addresses(start_server, clients, tmp_path, pki):
     data = tmp_path / "state"
-    server = start_server("--oper", "boss", "--irc-port", 0, "--data-dir", data)
+    server = start_server("--oper", "boss", "--irc-port", 0, "--data-dir", data, "--tls-port", 0,
+                          "--tls-cert", pki.cert, "--tls-key", pki.key)
     boss = oper(server, clients)
     plain = clients(server)
     plain.send("BAN someone")
@@ -84,6 +86,10 @@ def test_server_operators_ban_nicknames_accounts_and_addresses(start_server, cli
     assert refused.expect_closed() == ["BYE banned"]
     refused_irc = LineClient(irc_port(server), hello=False, source="127.0.0.2")
     assert refused_irc.expect_closed() == ["ERROR :Closing link: banned\r"]
+    refused_tls = LineClient(int(server.wait_for(r"^TLS listening on \S+:(\d+)$").group(1)),
+                             hello=False, source="127.0.0.2")
+    assert refused_tls.expect_closed() == []  # closed before any handshake
+    server.wait_for(r"^WARNING: Refused 127\.0\.0\.2:\d+: banned \(before the TLS handshake\)$")
     # Bans survive a restart (they are in the store).
     assert server.stop() == 0
     server = start_server("--oper", "boss", "--data-dir", data)

@@ -71,6 +71,11 @@ class Listener(StreamServer):
         conn = sock
         if self.tls:
             server = self.server
+            accounts = server.accounts
+            if accounts is not None and accounts.banned("address", address[0]):
+                # Not worth a handshake; a plain-text BYE would be junk to a TLS client.
+                log.warning("Refused %s: banned (before the TLS handshake)", format_addr(address))
+                return
             conn = handshake(server.tls_context, sock, format_addr(address),
                              server.tls_handshake_timeout)
             if conn is None:
