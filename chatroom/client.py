@@ -19,6 +19,7 @@ import fcntl
 import os
 import signal
 import socket
+import ssl
 import stat
 import sys
 import termios
@@ -28,6 +29,7 @@ import unicodedata
 import gevent
 import gevent.event
 import gevent.socket
+import gevent.ssl
 from gevent.socket import wait_read, wait_write
 
 from .codec import native, text
@@ -135,6 +137,8 @@ def describe(event):
         return f"[{args[0]} {_local_time(args[2])}] {args[3]}: {args[4]}"
     if name == "NOTICE" and n == 2:
         return f"* {args[1]} ({args[0]})"
+    if name == "ACCOUNT" and n == 1:
+        return "* Logged out" if args[0] == "*" else f"* Logged in as {args[0]}"
     if name == "ERR" and n:
         return f"ERROR: {args[1] if n > 1 else args[0]} ({args[0]})"
     return " ".join((name,) + args)
@@ -435,8 +439,11 @@ class Connection:
 class ChatClient:
     """The session: runs typed commands, shows the server's events, owns the connection."""
 
-    def __init__(self, host, port, console, nick=None, connect_timeout=CONNECT_TIMEOUT):
+    def __init__(self, host, port, console, nick=None, connect_timeout=CONNECT_TIMEOUT, tls=None,
+                 password=None):
+        self.password = password  #: with ``nick``: LOGIN nick password after each CONNECT
         self.host = host
+        self.tls = tls  #: an ssl.SSLContext: connect over TLS, checking certificate and host name
         self.port = port
         self.address = native.format_addr((host, port))
         self.console = console
@@ -503,6 +510,10 @@ class ChatClient:
         except OSError:
             self.console.show(CONNECT_FAILED)
             return
+        if self.tls is not None:
+            sock = self._handshake(sock)
+            if sock is None:
+                return
         conn = Connection(sock, self.address)
         conn.reader = gevent.spawn(self._read_loop, conn)
         conn.reader.link_exception(lambda _: self.stop(1))
@@ -518,6 +529,21 @@ class ChatClient:
                 self.console.show(f"Server refused the connection ({conn.reason}).")
             return
         self.conn = conn
+
+    def _handshake(self, sock):
+        """The TLS handshake within the connect timeout; the TLS socket, or None (said why)."""
+        try:
+            with gevent.Timeout(self.connect_timeout, socket.timeout("handshake timed out")):
+                tls = self.tls.wrap_socket(sock, server_hostname=self.host)
+            return tls
+        except ssl.SSLCertVerificationError as err:
+            why = err.verify_message or err.reason
+        except (OSError, ValueError) as err:
+            why = getattr(err, "reason", None) or err.strerror or str(err) or type(err).__name__
+        sock.close()
+        self.console.show(CONNECT_FAILED)
+        self.console.show(f"TLS: {str(why).rstrip('.')}.")
+        return None
 
     def _leave(self):
         """Send QUIT, wait (bounded) for the server's BYE and close, then close regardless."""
@@ -560,7 +586,9 @@ class ChatClient:
         while True:
             try:
                 data = sock.recv(RECV_SIZE)
-            except socket.timeout:
+            except (socket.timeout, ssl.SSLError) as err:
+                if isinstance(err, ssl.SSLError) and "timed out" not in str(err):
+                    raise  # gevent's TLS socket times out with an SSLError, not socket.timeout
                 if pinged:
                     return "server not responding"
                 pinged = True
@@ -599,7 +627,9 @@ class ChatClient:
             conn.id = conn.name = args[0]
             self.console.show(f"Connected to {conn.address} as {conn.id}")
             conn.settled.set()
-            if self.nick:
+            if self.nick and self.password is not None:
+                conn.send("LOGIN", self.nick, self.password)
+            elif self.nick:
                 conn.send("NICK", self.nick)
         elif name == "HISTEND":
             if conn.history_shown:
@@ -625,19 +655,74 @@ def build_parser():
     a("--host", default=DEFAULT_HOST, help="server address (default %(default)s)")
     a("--port", type=int, default=DEFAULT_PORT, help="server TCP port (default %(default)s)")
     a("--nick", metavar="NAME", help="nickname to take after connecting")
+    a("--password", action="store_true",
+      help="with --nick: log in to that account after connecting; the password is asked for "
+      "without echo on a terminal, else read from the first line of standard input")
+    a("--tls", action="store_true",
+      help="connect over TLS, checking the server's certificate and host name")
+    a("--cafile", metavar="FILE",
+      help="with --tls: trust the certificate authorities in FILE (PEM) rather than the system's")
     a("--connect-timeout", type=float, default=CONNECT_TIMEOUT, metavar="SECONDS",
       help="how long CONNECT waits for the server (default %(default)s)")
     return p
 
 
+def read_password(fd=0):
+    """The password: asked for without echo on a terminal, else standard input's first line.
+
+    Read byte by byte from a pipe so that the commands after it stay unread for the session.
+    """
+    if os.isatty(fd):
+        import getpass
+
+        return getpass.getpass("Password: ")
+    data = bytearray()
+    while len(data) <= INPUT_MAX_LINE:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            break
+        data += byte
+    return data.decode("utf-8", "replace").rstrip("\r")
+
+
+def client_context(cafile=None):
+    """ssl.create_default_context()'s settings (certificate and host name checked) in gevent's
+    class, so a handshake waits cooperatively; ``cafile`` replaces the system's authorities."""
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    if cafile:
+        context.load_verify_locations(cafile)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    return context
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    tls = None
+    password = None
+    if args.password:
+        if not args.nick:
+            parser.error("--password needs --nick")
+        password = read_password()
+        if not password:
+            parser.error("no password given")
+    if args.cafile and not args.tls:
+        parser.error("--cafile needs --tls")
+    if args.tls:
+        try:
+            tls = client_context(args.cafile)
+        except (OSError, ValueError) as err:
+            parser.error(f"cannot read --cafile {args.cafile}: {err}")
     terminal = Terminal(0, 1)
     editor = LineEditor() if terminal.interactive else None
     client = None
     console = Console(1, editor, on_broken=lambda: client.stop(1))
     client = ChatClient(args.host, args.port, console, nick=args.nick,
-                        connect_timeout=args.connect_timeout)
+                        connect_timeout=args.connect_timeout, tls=tls, password=password)
     handlers = []
     try:
         terminal.enter()

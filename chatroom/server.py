@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
+import unicodedata
 
 import gevent
 import gevent.event
@@ -20,6 +22,7 @@ from .codec.native import format_addr
 from .core.registry import Registry
 from .transport.native import NativeClient
 from .transport.server import REJECT_SLOTS, ChatServer
+from .transport.tls import make_context
 from .transport.sockets import BACKLOG, RESERVED_FDS, raise_nofile_limit, reuse_port_socket
 
 log = logging.getLogger("chatroom.server")
@@ -88,6 +91,12 @@ def make_server(args):
         server_name=args.server_name,
         motd=_read_motd(args.motd),
         web_max_message=args.web_max_message,
+        tls_handshake_timeout=args.tls_handshake_timeout,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        accounts=_open_accounts(args),
+        password=_read_password(args.password_file),
+        opers=frozenset(name.casefold() for name in args.oper or ()),
     )
     origins = [o.strip().rstrip("/") for o in (args.web_origin or "").split(",") if o.strip()]
     server.web_any_origin = "*" in origins
@@ -109,6 +118,12 @@ def make_server(args):
         from .transport.web import HttpClient
 
         server.listen(address(args.web_port), HttpClient)
+    if args.tls_port is not None:
+        server.listen(address(args.tls_port), NativeClient, tls=True)
+    if args.irc_tls_port is not None:
+        from .transport.irc import IrcClient
+
+        server.listen(address(args.irc_tls_port), IrcClient, tls=True)
     return server
 
 
@@ -123,12 +138,16 @@ def _settings(argv):
         parser.error("--workers must be at least 1")
     if args.workers > 1 and not args.redis:
         parser.error("--workers above 1 needs --redis: the workers are one chat through it")
+    tls = args.tls_port is not None or args.irc_tls_port is not None
+    if tls and not (args.tls_cert and args.tls_key):
+        parser.error("--tls-port and --irc-tls-port need --tls-cert and --tls-key")
     if args.motd is not None:
         try:
             _read_motd(args.motd)
         except OSError as err:
             parser.error(f"--motd {args.motd}: {err.strerror or err}")
     return args
+
 
 
 def _keep_history(server, args):
@@ -153,6 +172,42 @@ def _keep_history(server, args):
     # Cluster nodes may share the store with other processes: read it, never a tail kept here.
     server.history.cache = not args.redis
     server.registry.on_message = server.history.record
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why."""
+
+
+def _open_accounts(args):
+    """The accounts service over its store: SQLite under --data-dir (opened and migrated here)."""
+    from .accounts.service import Accounts
+    from .accounts.store import SqliteStore, default_data_dir
+
+    if args.redis:  # a cluster: every node sees the same accounts and bans
+        from .accounts.redis_store import RedisStore
+
+        return Accounts(RedisStore(args.redis))  # Redis may come later (docs/cluster.md)
+    directory = args.data_dir or default_data_dir()
+    try:
+        store = SqliteStore(directory)
+    except (OSError, sqlite3.Error) as err:
+        raise StartupError(f"cannot open the accounts database in {directory}: {err}") from None
+    log.debug("Accounts in %s", store.path)
+    return Accounts(store)
+
+
+def _read_password(path):
+    """The server password: the first line of ``path``, NFKC-normalised, as UTF-8 bytes."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise StartupError(f"cannot read the password file {path}: {err}") from None
+    if not line:
+        raise StartupError(f"the password file {path} has an empty first line")
+    return unicodedata.normalize("NFKC", line).encode("utf-8")
 
 
 def _read_motd(path):
@@ -192,8 +247,18 @@ def main(argv=None):
     if args.max_clients > nofile - RESERVED_FDS - REJECT_SLOTS:
         args.max_clients = max(1, nofile - RESERVED_FDS - REJECT_SLOTS)
         log.warning("open-files limit is %d: --max-clients lowered to %d", nofile, args.max_clients)
+    if args.tls_port is not None or args.irc_tls_port is not None:
+        try:
+            make_context(args.tls_cert, args.tls_key)  # the listeners load it again; fail here first
+        except (OSError, ValueError) as err:
+            log.error("cannot load the TLS certificate %s and key %s: %s", args.tls_cert,
+                      args.tls_key, err)
+            return 1
     try:
         server = make_server(args)
+    except StartupError as err:
+        log.error("%s", err)
+        return 1
     except OSError as err:  # --reuse-port binds here
         log.error("cannot listen on %s: %s", args.host, err)
         return 1
@@ -204,13 +269,15 @@ def main(argv=None):
 
     def on_reload():
         """SIGHUP (systemd's ExecReload): re-read the files the server reads; never stops it."""
+        if server.tls_context is not None:
+            server.reload_tls()  # renewed certificates; a bad new pair keeps the old one
         if args.motd is not None:
             try:
                 server.motd = _read_motd(args.motd)
                 log.info("Reloaded: MOTD %s (%d lines)", args.motd, len(server.motd))
             except OSError as err:
                 log.error("Reload: cannot read MOTD %s: %s; keeping the old one", args.motd, err)
-        else:
+        elif server.tls_context is None:
             log.info("Reloaded: nothing to re-read")
 
     def on_stats():
@@ -228,6 +295,7 @@ def main(argv=None):
         return 1
     if args.redis:
         server.registry.start()
+        server.accounts.follow(server.enforce_bans)
     metrics_http = None
     if args.metrics_port is not None:
         from . import metrics
@@ -250,8 +318,7 @@ def main(argv=None):
         log.info("Public address: at most %d connections per IP address (--max-per-ip to change)",
                  server.max_per_ip)
     for listener in others:
-        log.info("%s listening on %s", listener.client_class.protocol_name,
-                 format_addr(listener.address[:2]))
+        log.info("%s listening on %s", listener.label, format_addr(listener.address[:2]))
     done.wait()
     if metrics_http is not None:
         metrics_http.stop(timeout=1)

@@ -7,6 +7,7 @@ read defaults with :func:`default` rather than keeping constants of their own.
 """
 
 import argparse
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class Setting:
     choices: tuple = None
     metavar: str = None
     group: str = "limits"  #: where it belongs: "listen", "limits", "cluster", "logging", "storage"
+    repeat: bool = False  #: may be given several times: a list (the variable: comma-separated)
 
     @property
     def flag(self):
@@ -102,6 +104,15 @@ SETTINGS = (
     Setting("web-origin", None, "comma-separated origins (scheme://host:port) whose pages may open "
             "a WebSocket, * for any; none: only the web listener's own", metavar="ORIGINS",
             group="listen"),
+    Setting("tls-port", None, "native protocol over TLS: its TCP port; 0 picks a free one; none: "
+            "no TLS listener (needs --tls-cert and --tls-key)", _port, metavar="PORT", group="listen"),
+    Setting("irc-tls-port", None, "IRC over TLS: its TCP port (6697 by convention); 0 picks a free "
+            "one; none: no such listener (needs --tls-cert and --tls-key)", _port, metavar="PORT",
+            group="listen"),
+    Setting("tls-cert", None, "PEM file of the TLS certificate chain; read again on SIGHUP",
+            metavar="FILE", group="listen"),
+    Setting("tls-key", None, "PEM file of the TLS private key; read again on SIGHUP",
+            metavar="FILE", group="listen"),
     Setting("reuse-port", False, "bind with SO_REUSEPORT so several servers share the ports",
             bool, group="listen"),
     # -- limits -------------------------------------------------------------------------------
@@ -124,6 +135,8 @@ SETTINGS = (
     Setting("ping-timeout", 30.0, "seconds to wait for an answer to PING", float),
     Setting("web-max-message", 16384, "longest WebSocket message in bytes, however many frames "
             "it comes in; a longer one closes the connection (1009)", int),
+    Setting("tls-handshake-timeout", 10.0, "seconds a TLS connection has to finish its "
+            "handshake", float),
     Setting("presence-limit", 200, "rooms larger than this do not announce JOIN/PART/NICK", int),
     Setting("shutdown-timeout", 5.0, "seconds a shutdown waits for clients to take their last "
             "bytes", float),
@@ -136,6 +149,12 @@ SETTINGS = (
     Setting("metrics-port", None, "serve Prometheus metrics at http://METRICS-HOST:PORT/metrics; "
             "0 picks a free one; none: no metrics", _port, metavar="PORT", group="metrics"),
     Setting("metrics-host", "127.0.0.1", "address the metrics listen on", group="metrics"),
+    Setting("password-file", None, "file whose first line is the server password (native: PASS "
+            "as the first line; IRC: PASS); none: no password", metavar="FILE", group="listen"),
+    # -- accounts -----------------------------------------------------------------------------
+    Setting("oper", None, "an account whose holder, logged in, is a server operator (KICK and "
+            "TOPIC anywhere, BAN, UNBAN; IRC OPER and KILL); repeat for more", metavar="NAME",
+            group="accounts", repeat=True),
     # -- logging ------------------------------------------------------------------------------
     Setting("log-level", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
             group="logging"),
@@ -152,8 +171,8 @@ SETTINGS = (
     Setting("workers", 1, "server processes sharing the ports, each a cluster node; above 1 "
             "needs --redis", int, group="cluster"),
     # -- storage and history ------------------------------------------------------------------
-    Setting("data-dir", None, "directory of the server's files; none: $XDG_STATE_HOME/chatroom "
-            "or ~/.local/state/chatroom", metavar="DIR", group="storage"),
+    Setting("data-dir", None, "directory of the server's files (accounts, bans, history); none: "
+            "$XDG_STATE_HOME/chatroom or ~/.local/state/chatroom", metavar="DIR", group="storage"),
     Setting("history", "on", "keep every room message in DIR/history.sqlite3 and replay it",
             choices=("on", "off"), group="storage"),
     Setting("history-max", 10000, "messages kept per room, 0 = no limit", _non_negative_int,
@@ -197,6 +216,11 @@ def build_parser(prog="chat-server", environ=None, config=None):
             else:
                 on = config.get(s.name, False)
             parser.add_argument(s.flag, action="store_true", default=on, help=help_text)
+        elif s.repeat:
+            given = (config.get(s.name) if value is None
+                     else [s.type(v.strip()) for v in value.split(",") if v.strip()])
+            parser.add_argument(s.flag, type=s.type, action="append", default=given,
+                                metavar=s.metavar, help=help_text)
         else:
             # argparse runs a string default through ``type``, so the variable is checked too.
             fallback = config.get(s.name, s.default)
@@ -256,6 +280,9 @@ def _file_kind(s):
 
 def _file_value(s, value):
     """``value`` (as TOML gave it) checked and converted for ``s``; raises ValueError with why."""
+    if s.repeat:  # a list of values (one value is a list of one)
+        items = value if isinstance(value, list) else [value]
+        return [_file_value(dataclasses.replace(s, repeat=False), item) for item in items]
     kind = _file_kind(s)
     if isinstance(value, (dict, list)):
         raise ValueError(f"expected {kind or 'a value'}, not a {'table' if isinstance(value, dict) else 'list'}")

@@ -6,10 +6,12 @@ fixed sleep, and every wait is bounded so a broken server fails a test instead o
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,6 +35,10 @@ class ServerProcess:
 
     def __init__(self, *args, env=None):
         cmd = [sys.executable, str(BIN / "chat-server"), "--port", "0", *map(str, args)]
+        self.data_dir = None  # a directory of this test's own, removed after
+        if env is None or "CHATROOM_DATA_DIR" not in env:  # never the user's own accounts
+            env = dict(os.environ if env is None else env)
+            env["CHATROOM_DATA_DIR"] = self.data_dir = tempfile.mkdtemp(prefix="chatroom-test-")
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True, bufsize=1, cwd=ROOT, env=env,
@@ -104,14 +110,19 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(WAIT)
         self._reader.join(WAIT)
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 class LineClient:
     """A raw socket client speaking lines, with a bounded wait on every read."""
 
-    def __init__(self, port, host="127.0.0.1", hello=True, timeout=WAIT, source=None):
+    def __init__(self, port, host="127.0.0.1", hello=True, timeout=WAIT, source=None, tls=None,
+                 server_hostname=None):
         source_address = (source, 0) if source else None  # e.g. "127.0.0.2": another client IP
         self.sock = socket.create_connection((host, port), timeout, source_address)
+        if tls is not None:  # an ssl.SSLContext: speak TLS, checking the name server_hostname
+            self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname or host)
         self.timeout = timeout
         self._buf = b""
         self.id = None

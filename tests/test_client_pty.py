@@ -183,3 +183,21 @@ def test_ctrl_c_leaves_politely_and_restores_the_terminal(server, pty_client):
     assert user.wait_exit() == 0
     server.wait_for(rf"Connection closed with {re.escape(me)} \(quit\)")
     assert_terminal_restored(user)
+
+
+def test_password_is_asked_for_without_echo(server, pty_client):
+    from conftest import LineClient
+
+    owner = LineClient(server.port)
+    owner.send("NICK pat")
+    owner.send("REGISTER pat's secret")
+    assert owner.sync() == [f"NICK {owner.id} pat", "ACCOUNT pat"]
+    owner.close()
+    user = pty_client(server.port, "--nick", "pat", "--password")
+    user.wait_for(rb"Password: ")
+    user.type("pat's secret\r")
+    user.connect()
+    user.wait_for(rb"\* Logged in as pat")
+    assert b"pat's secret" not in user.out
+    user.type("QUIT\r")
+    assert user.wait_exit() == 0

@@ -180,7 +180,9 @@ def test_kill_9_keeps_what_was_committed_and_the_file_opens_clean(start_server, 
 
 def test_a_failing_data_dir_never_stops_chat_and_history_resumes(start_server, clients, tmp_path):
     data_dir = tmp_path / "data"
-    data_dir.write_text("a file where the directory should be\n")
+    data_dir.mkdir()
+    blocker = data_dir / "history.sqlite3"
+    blocker.mkdir()  # a directory where the database file should be: it cannot be opened
     server = history_server(start_server, data_dir)
     server.wait_for(r"^ERROR: history store failing")
     server.wait_for(r"^History in .* \(failing: chat goes on without it\)$")
@@ -190,8 +192,7 @@ def test_a_failing_data_dir_never_stops_chat_and_history_resumes(start_server, c
     assert a.sync() == [f"JOIN lobby {b.id}"]
     a.send("SEND still flowing")
     assert b.recv_line() == f"MSG lobby {a.id} still flowing"
-    data_dir.unlink()
-    data_dir.mkdir()
+    blocker.rmdir()
     for c in (a, b):
         assert c.recv_line() == "NOTICE history-up messages are saved in the room history again"
     server.wait_for(r"^WARNING: history store recovered; 0 messages were not kept meanwhile$")
@@ -317,7 +318,10 @@ def test_history_off_writes_nothing_and_sends_no_history(start_server, clients, 
     assert b.sync() == []  # HELLO and JOIN only: no HIST, no HISTEND
     assert a.sync() == [f"JOIN lobby {b.id}"]
     assert server.stop() == 0
-    assert list(tmp_path.iterdir()) == []
+    # Only the accounts database (chatroom.sqlite3 and its WAL files): no history file.
+    assert not any(p.name.startswith("history") for p in tmp_path.iterdir())
+    assert {p.name for p in tmp_path.iterdir()} <= {
+        "chatroom.sqlite3", "chatroom.sqlite3-wal", "chatroom.sqlite3-shm"}
 
 
 class SlowStore(SqliteStore):

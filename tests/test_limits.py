@@ -16,7 +16,8 @@ from conftest import ROOT
 README = ROOT / "README.md"
 PROTOCOL_DOC = ROOT / "docs" / "protocol.md"
 SOURCES = [ROOT / "chatroom" / name for name in (
-    "server.py", "core/registry.py", "codec/native.py")] + sorted((ROOT / "chatroom" / "transport").glob("*.py"))
+    "server.py", "core/registry.py", "codec/native.py")] + sorted((ROOT / "chatroom" / "transport").glob("*.py")) \
+    + sorted((ROOT / "chatroom" / "accounts").glob("*.py"))
 
 #: Words the source passes around as reasons that never reach a client: ``_flood_check`` answers
 #: "dropped" for "this line was dropped, go on".

@@ -17,7 +17,8 @@ from .text import BAD_TEXT_RE, NAME_RE, check_printable
 
 SERVER_NAME = "chatroom/" + VERSION
 
-COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT", "HISTORY")
+COMMANDS = ("SEND", "TELL", "NICK", "JOIN", "WHO", "ROOMS", "PING", "PONG", "QUIT", "HISTORY",
+            "REGISTER", "LOGIN", "LOGOUT", "PASS", "KICK", "BAN", "UNBAN", "TOPIC")
 
 
 class ProtocolError(Exception):
@@ -88,10 +89,38 @@ def parse_command(line):
             usage = "NICK <name>" if name == "NICK" else "JOIN <room>"
             raise ProtocolError("missing-argument", "usage: " + usage)
         return Command(name, (check_name(arg, "nickname" if name == "NICK" else "room"),))
-    if name in ("WHO", "ROOMS"):
+    if name in ("WHO", "ROOMS", "LOGOUT"):
         return Command(name)
     if name == "HISTORY":
         return Command(name, _history_args(rest.split(" ") if rest else []))
+    if name in ("REGISTER", "PASS"):  # the password runs to the end of the line (spaces too)
+        if not rest:
+            raise ProtocolError("missing-argument", f"usage: {name} <password>")
+        return Command(name, (rest,))
+    if name in ("KICK", "UNBAN"):
+        who, _, reason = rest.strip(" ").partition(" ")
+        if not who:
+            raise ProtocolError("missing-argument", f"usage: {name} <nick>"
+                                + (" [reason]" if name == "KICK" else ""))
+        return Command(name, (who, check_text(reason.strip(" "))) if name == "KICK" else (who,))
+    if name == "BAN":
+        who, _, more = rest.strip(" ").partition(" ")
+        if not who:
+            raise ProtocolError("missing-argument", "usage: BAN <nick|account|address> [minutes] [reason]")
+        first, _, reason = more.strip(" ").partition(" ")
+        minutes = None
+        if first.isdigit() and first.isascii():
+            minutes = int(first)
+        else:
+            reason = more.strip(" ")
+        return Command(name, (who, minutes, check_text(reason.strip(" "))))
+    if name == "TOPIC":
+        return Command(name, (check_text(rest),) if rest else ())
+    if name == "LOGIN":
+        nick, _, password = rest.partition(" ")
+        if not nick or not password:
+            raise ProtocolError("missing-argument", "usage: LOGIN <nickname> <password>")
+        return Command(name, (check_name(nick, "nickname"), password))
     if name in ("PING", "PONG", "QUIT"):
         return Command(name, (check_text(rest),) if rest else ())
     if not name:
@@ -154,6 +183,24 @@ def format_part(room, who, reason=""):
 
 def format_nick(old, new):
     return _line("NICK", old, new)
+
+
+def format_topic(room, who, text=""):
+    """``who`` set ``room``'s topic to ``text`` (empty: cleared); also the answer to a bare TOPIC."""
+    return _line("TOPIC", room, who, text) if text else _line("TOPIC", room, who)
+
+
+def format_banned(kind, value, minutes=None):
+    return _line("BANNED", kind, value, str(minutes)) if minutes is not None else _line("BANNED", kind, value)
+
+
+def format_unbanned(kind, value):
+    return _line("UNBANNED", kind, value)
+
+
+def format_account(name):
+    """You are logged in as ``name`` (``*``: logged out)."""
+    return _line("ACCOUNT", name)
 
 
 def format_who(room, names):
@@ -280,7 +327,7 @@ class Encoder:
                            else f"kicked by {by.name}")
 
     def topic(self, room, by, text):
-        return None
+        return format_topic(room.name, by.name, text)
 
     def tagmsg(self, room, sender, target, stamp, tags):
         return None

@@ -278,6 +278,8 @@ def build_parser():
     a("--source-addrs", type=int, default=1,
       help="spread clients over source addresses 127.0.0.1..127.0.0.K (default %(default)s)")
     a("--procs", type=int, default=1, help="worker processes to split the clients over (default %(default)s)")
+    a("--tls", action="store_true",
+      help="connect over TLS (point --port at the server's --tls-port); the certificate is not checked")
     a("--json", action="store_true", help="print the result as one JSON object")
     a("--worker", help=argparse.SUPPRESS)
     return p
@@ -292,7 +294,7 @@ def config_from_args(args):
         room=args.room, receivers=args.receivers, senders=args.senders, idle=args.idle,
         stalled=args.stalled, messages=args.messages, duration=args.duration, rate=args.rate,
         size=args.size, window=args.window, check=check, source_addrs=args.source_addrs,
-        procs=max(1, args.procs), irc_oper=args.irc_oper)
+        procs=max(1, args.procs), irc_oper=args.irc_oper, tls=args.tls)
     for name in ("receivers", "senders", "idle", "stalled", "messages"):
         if getattr(cfg, name) < 0:
             raise SystemExit(f"chat-load: --{name} must not be negative")

@@ -16,6 +16,21 @@ from gevent import socket
 from ..codec.lines import LineFramer
 from .config import RECV_SIZE, SETUP_TIMEOUT, SetupError
 
+#: Set by :func:`use_tls` (``--tls``): a client context that encrypts but does not check the
+#: certificate (a load tool measures the cost of TLS, not whom it trusts).
+TLS_CONTEXT = None
+
+
+def use_tls():
+    global TLS_CONTEXT
+    import ssl
+
+    import gevent.ssl
+
+    TLS_CONTEXT = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    TLS_CONTEXT.check_hostname = False
+    TLS_CONTEXT.verify_mode = ssl.CERT_NONE
+
 #: Seconds one TCP connect may take.
 CONNECT_TIMEOUT = 10.0
 #: Longest a window-blocked sender waits before it looks at its receivers' progress again (it
@@ -75,6 +90,8 @@ class Client:
             sock.settimeout(CONNECT_TIMEOUT)
             sock.connect((host, port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if TLS_CONTEXT is not None:
+                sock = TLS_CONTEXT.wrap_socket(sock)
             sock.settimeout(SETUP_TIMEOUT)
             self.framer = self.handshake(sock, room, name, oper)
             sock.settimeout(None)

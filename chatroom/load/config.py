@@ -57,6 +57,7 @@ class Config:
     source_addrs: int = 1
     protocol: str = "native"  # or "irc"
     irc_oper: str = ""  # "NAME:PASSWORD": IRC senders become operators with user mode +F
+    tls: bool = False  #: speak TLS (the server's --tls-port); the certificate is not checked
     procs: int = 1
     index: int = 0
 

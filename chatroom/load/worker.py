@@ -8,6 +8,7 @@ import gevent
 from gevent import socket
 from gevent.pool import Pool
 
+from . import clients as sockets_module
 from .clients import CheckedReceiver, Client, CountingReceiver, Pacer, Talker
 from .config import DRAIN_LIMIT, DRAIN_SECONDS, RECV_SIZE, SETUP_TIMEOUT, SetupError
 from .irc import IrcCheckedReceiver, IrcClient, IrcCountingReceiver
@@ -38,6 +39,8 @@ class Worker:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        if cfg.tls and sockets_module.TLS_CONTEXT is None:
+            sockets_module.use_tls()
         joiner, checked, counting = PROTOCOLS[cfg.protocol]
         n_recv, first_recv = cfg.share(cfg.receivers)
         n_send, first_sender = cfg.share(cfg.senders)

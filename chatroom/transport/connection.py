@@ -5,6 +5,10 @@ protocol subclasses it (``transport.native``, ``transport.irc``) to say how its 
 and run and how the transport's own words (errors, ``PING``, goodbye) are put in that protocol.
 """
 
+import hmac
+import unicodedata
+
+from ..codec.native import ProtocolError
 from ..core.registry import Member
 
 
@@ -12,7 +16,8 @@ class Client(Member):
     """A member with a socket: the server's per-connection state."""
 
     __slots__ = ("sock", "addr", "framer", "watcher", "writer", "pending", "last_seen",
-                 "ping_sent", "closing", "tokens", "stamp", "strikes", "hold")
+                 "ping_sent", "closing", "tokens", "stamp", "strikes", "hold", "tls", "account",
+                 "admitted", "oper")
 
     def __init__(self, member_id, sock, addr, watcher, server):
         super().__init__(member_id)
@@ -30,10 +35,28 @@ class Client(Member):
         self.stamp = now  #: loop time the bucket was last filled
         self.strikes = 0.0  #: lines dropped for flooding, decaying at the flood rate
         self.hold = False  #: the outbox waits for history to be put in place (transport.history)
+        self.tls = hasattr(sock, "pending")  #: a TLS socket (may hold decrypted bytes unread)
+        self.account = None  #: the account name this connection is logged in to, or None
+        self.admitted = server.password is None  #: gave the server password (or none is needed)
+        self.oper = False  #: a server operator (logged in to an --oper account; IRC: after OPER)
 
     @property
     def host(self):
         return self.addr[0]
+
+    @staticmethod
+    def password_matches(server, given):
+        """Whether ``given`` is the server password (NFKC both, compared in constant time)."""
+        given = unicodedata.normalize("NFKC", given).encode("utf-8")
+        return hmac.compare_digest(given, server.password)
+
+    def check_nick_free(self, server, nick):
+        """ProtocolError ``nick-registered`` unless ``nick`` is no account's or this one's (no I/O)."""
+        accounts = server.accounts
+        if (accounts is not None and accounts.is_registered(nick)
+                and (self.account is None or self.account.casefold() != nick.casefold())):
+            raise ProtocolError("nick-registered",
+                                f"nickname '{nick}' is registered; LOGIN {nick} <password> to use it")
 
     # -- what each protocol says ---------------------------------------------------------------
     # Every method returns ready-to-send bytes in the client's protocol.

@@ -31,6 +31,7 @@ from ..codec.lines import LineTooLong
 from ..codec.native import format_addr
 from ..core.registry import Registry
 from .sockets import BACKLOG, tune_socket
+from .tls import WOULD_BLOCK, handshake, make_context
 
 log = logging.getLogger("chatroom.server")
 
@@ -58,15 +59,30 @@ FLOOD_STRIKES_PER_BURST = 2
 class Listener(StreamServer):
     """One listening socket; every connection it accepts becomes a ``client_class`` of ``server``."""
 
-    def __init__(self, server, address, client_class, pool):
+    def __init__(self, server, address, client_class, pool, tls=False):
         self.server = server
         self.client_class = client_class
+        self.tls = tls  #: whether connections handshake TLS (with ``server.tls_context``) first
+        name = getattr(client_class, "protocol_name", "")
+        self.label = " ".join(filter(None, (name, "TLS" if tls else ""))) or "native"
         self._adopted = set()  # sockets handle() kept open past its return (see do_close)
         backlog = BACKLOG if isinstance(address, tuple) else None  # a socket listens already
         super().__init__(address, self.handle, spawn=pool, backlog=backlog)
 
     def handle(self, sock, address):
-        if self.server.accept(sock, address, self.client_class):
+        conn = sock
+        if self.tls:
+            server = self.server
+            accounts = server.accounts
+            if accounts is not None and accounts.banned("address", address[0]):
+                # Not worth a handshake; a plain-text BYE would be junk to a TLS client.
+                log.warning("Refused %s: banned (before the TLS handshake)", format_addr(address))
+                return
+            conn = handshake(server.tls_context, sock, format_addr(address),
+                             server.tls_handshake_timeout)
+            if conn is None:
+                return
+        if self.server.accept(conn, address, self.client_class):
             self._adopted.add(sock)
 
     def do_close(self, sock, *args):
@@ -101,8 +117,14 @@ class ChatServer:
     web_origins = None  #: origins a WebSocket handshake may come from; None: the listener's own
     web_any_origin = False  #: --web-origin '*': any origin
     web_max_message = settings.default("web-max-message")
+    tls_handshake_timeout = settings.default("tls-handshake-timeout")
+    tls_cert = None  #: PEM file of the certificate chain of the TLS listeners
+    tls_key = None  #: PEM file of its private key
     motd = None  #: the IRC message of the day, a list of lines, or None
     history = None  #: the room history (:class:`chatroom.store.history.History`), or None
+    accounts = None  #: the accounts service (chatroom.accounts.service.Accounts), or None
+    password = None  #: the server password (--password-file), NFKC and UTF-8 encoded, or None
+    opers = frozenset()  #: case-folded account names of the server operators (--oper)
 
     def __init__(self, registry=None, **tunables):
         for name, value in tunables.items():
@@ -135,12 +157,36 @@ class ChatServer:
         # The pool bounds handler greenlets (set-up and first read) of every listener; the
         # client count itself is enforced in accept(), so excess connections hear why.
         self.pool = Pool(self.max_clients + REJECT_SLOTS)
+        self.tls_context = None  #: built on the first TLS listener, replaced by reload_tls()
 
-    def listen(self, address, client_class):
-        """Add a listener on ``address`` (a pair, or a bound socket) for ``client_class``."""
-        listener = Listener(self, address, client_class, self.pool)
+    def listen(self, address, client_class, tls=False):
+        """Add a listener on ``address`` (a pair, or a bound socket) for ``client_class``.
+
+        With ``tls`` its connections handshake TLS with ``tls_cert`` and ``tls_key`` first
+        (OSError or ssl.SSLError here when they cannot be loaded).
+        """
+        if tls and self.tls_context is None:
+            self.tls_context = make_context(self.tls_cert, self.tls_key)
+        listener = Listener(self, address, client_class, self.pool, tls)
         self.listeners.append(listener)
         return listener
+
+    def reload_tls(self):
+        """Load the certificate and key again (SIGHUP): new connections get them, open ones stay.
+
+        A certificate that does not load is logged and the one in use is kept. Returns whether
+        the new one is in use.
+        """
+        if self.tls_context is None:
+            return False
+        try:
+            context = make_context(self.tls_cert, self.tls_key)
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            log.error("TLS certificate not reloaded, keeping the one in use: %s", err)
+            return False
+        self.tls_context = context
+        log.info("TLS certificate reloaded from %s", self.tls_cert)
+        return True
 
     def start(self):
         self.started = time.time()
@@ -162,6 +208,8 @@ class ChatServer:
             refusal = "server-full"
         elif self.max_per_ip and self.per_ip.get(ip, 0) >= self.max_per_ip:
             refusal = "too-many-connections"
+        elif self.accounts is not None and self.accounts.banned("address", ip):
+            refusal = "banned"
         if refusal is not None:
             log.warning("Refused %s: %s", client_id, refusal)
             self.refusals[refusal] += 1
@@ -199,6 +247,28 @@ class ChatServer:
         elif not new.closing:
             new.watcher.start(self._on_readable, new)
         return reason
+    def is_oper_account(self, account):
+        return account is not None and account.casefold() in self.opers
+
+    def ban_reason(self, client):
+        """Why ``client`` is banned (its address, nickname or account), or None."""
+        accounts = self.accounts
+        if accounts is None:
+            return None
+        return (accounts.banned("address", client.host)
+                or (client.nick and accounts.banned("nick", client.nick))
+                or (client.account and accounts.banned("account", client.account)))
+
+    def kill(self, client):
+        """Close another client's connection with ``killed`` (an operator's KILL)."""
+        if client in self.clients:
+            gevent.spawn(self._close, client, "killed")
+
+    def enforce_bans(self):
+        """Close every connection a ban now covers, on every listener, with ``banned``."""
+        for client in list(self.clients):
+            if self.ban_reason(client):
+                gevent.spawn(self._close, client, "banned")
 
     def _on_readable(self, client):
         """Read watcher callback, in the hub: bytes (or EOF) wait; start a reader greenlet."""
@@ -225,8 +295,8 @@ class ChatServer:
                 if cut:
                     log.info("%s closed mid-line (%d bytes dropped)", client.id, cut)
                 reason = "disconnected"
-        except BlockingIOError:
-            reason = None  # nothing yet: a new client that has not spoken
+        except WOULD_BLOCK:
+            reason = None  # nothing yet: a new client that has not spoken, or half a TLS record
         except OSError:
             reason = "disconnected"
         except Exception:
@@ -235,7 +305,12 @@ class ChatServer:
         if reason is not None:
             self._close(client, reason)
         elif not client.closing:
-            client.watcher.start(self._on_readable, client)
+            if client.tls and client.sock.pending():
+                # Decrypted bytes wait in the TLS layer, not the kernel: the read watcher would
+                # never fire for them. Read them on the next turn, after everyone else.
+                gevent.spawn(self._read, client)
+            else:
+                client.watcher.start(self._on_readable, client)
 
     def _run_chunk(self, client, data):
         """Frame ``data`` and run its lines; returns a disconnect reason, or None to go on.
@@ -391,7 +466,8 @@ class ChatServer:
     def _send_last_words(sock, data):
         """One non-blocking try to send a final line; a full or dead socket just misses it."""
         try:
-            sock.send(data, 0, 0.0)
+            sock.settimeout(0.0)
+            sock.send(data)
         except OSError:
             pass
 
@@ -426,7 +502,7 @@ class ChatServer:
             data = _take(client)
             self.frames_out += frames - len(box)
             try:
-                sent = sock.send(data, 0, 0.0)
+                sent = sock.send(data)  # non-blocking: accept() set the timeout to 0
             except BlockingIOError:
                 sent = 0
             client.queued -= sent
@@ -482,7 +558,7 @@ class ChatServer:
                         data = memoryview(_take(client))
                         self.frames_out += frames - len(client.outbox)
                     try:
-                        sent = sock.send(data, 0, 0.0)
+                        sent = sock.send(data)  # non-blocking: accept() set the timeout to 0
                     except BlockingIOError:
                         sent = 0
                     if sent:

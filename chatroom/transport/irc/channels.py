@@ -179,6 +179,11 @@ class ChannelCommands:
             self.reply(server, "329", channel, str(room.created))
             return None
         changes, args = msg.params[1], list(msg.params[2:])
+        if changes in ("+b", "-b", "b") and args:  # server-wide bans (docs/irc.md)
+            return self.ban_mode(server, channel, "-" if changes == "-b" else "+", args[0])
+        if changes.lstrip("+-") == "b" and not args:
+            self.ban_list(server, channel)
+            return None
         if changes.lstrip("+-") in ("b", "e", "I") and not args:
             end = {"b": ("368", "End of channel ban list"), "e": ("349", "End of channel exception list"),
                    "I": ("347", "End of channel invite list")}[changes.lstrip("+-")]

@@ -7,6 +7,7 @@ its :attr:`encoder` follows the capabilities it negotiated. Replies to the clien
 group (``codec.irc_events``). See docs/irc.md for what is supported.
 """
 
+import logging
 import time
 
 from ...codec import irc
@@ -14,6 +15,7 @@ from ...codec.irc_events import encoder_for
 from ...codec.native import ProtocolError
 from ...codec.text import NAME_RE, check_printable
 from ..connection import Client
+from .accounts import MECHANISMS, AccountCommands
 from .channels import ChannelCommands
 from .history import HISTORY_CAPS, HistoryCommands, history_tokens
 from .isupport import (CAPS, CLIENT_TAGS_LIMIT, PRE_REGISTRATION, TOPICLEN, USERLEN, VERSION,
@@ -21,12 +23,14 @@ from .isupport import (CAPS, CLIENT_TAGS_LIMIT, PRE_REGISTRATION, TOPICLEN, USER
 from .messages import MessageCommands
 from .queries import QueryCommands
 
+log = logging.getLogger("chatroom.server")
 
-class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands, Client):
+class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands, HistoryCommands,
+                Client):
     """One IRC connection. Until registration completes it is not in the registry."""
 
     __slots__ = ("encoder", "channels", "user", "realname", "caps", "registered", "negotiating",
-                 "pending_nick", "away", "modes", "signon")
+                 "pending_nick", "away", "modes", "signon", "sasl", "cap_version")
 
     multi = True
     plain = False  # its text may carry IRC formatting, stripped for terminal users
@@ -45,6 +49,8 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands
         self.away = None
         self.modes = ""
         self.signon = int(time.time())
+        self.sasl = None  #: a SASL exchange under way: the base64 so far ("" at its start)
+        self.cap_version = 0  #: the version of CAP LS (302: capabilities show their values)
 
     def joined(self):
         return self.channels
@@ -79,6 +85,9 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands
         return irc.format_message("PING", token)
 
     def bye(self, server, reason):
+        if reason == "banned":
+            return self.numeric(server, "465", "You are banned from this server") + irc.format_message(
+                "ERROR", f"Closing link: {self.host} (banned)")
         if reason.startswith("quit"):
             text = "Quit: " + reason[6:] if reason.startswith("quit: ") else "Quit"
         else:
@@ -152,6 +161,7 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands
                 self.negotiating = True
             if len(msg.params) > 1 and msg.params[1].isdigit() and int(msg.params[1]) >= 302:
                 self.caps.add("cap-notify")
+                self.cap_version = 302
             send(self, self._cap(server, "LS", " ".join(self._offered(server))))
         elif sub == "LIST":
             send(self, self._cap(server, "LIST", " ".join(sorted(self.caps))))
@@ -160,7 +170,8 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands
                 self.negotiating = True
             wanted = msg.params[1].split() if len(msg.params) > 1 else []
             names = [w[1:] if w.startswith("-") else w for w in wanted]
-            if not wanted or any(n not in self._offered(server) for n in names):
+            offered = {c.partition("=")[0] for c in self._offered(server)}
+            if not wanted or any(n not in offered for n in names):
                 send(self, self._cap(server, "NAK", " ".join(wanted)))
                 return None
             caps = set(self.caps)
@@ -174,14 +185,21 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands
         elif sub == "END":
             if not self.registered:
                 self.negotiating = False
-                self._try_register(server)
+                return self._try_register(server)
         else:
             self.reply(server, "410", sub, "Invalid CAP command")
         return None
 
-    @staticmethod
-    def _offered(server):
-        return CAPS + HISTORY_CAPS if server.history is not None else CAPS
+    def _offered(self, server):
+        """CAP LS: the capabilities, with the history ones and the account ones where the server
+        keeps them."""
+        caps = list(CAPS)
+        if server.history is not None:
+            caps += HISTORY_CAPS
+        if server.accounts is not None:
+            caps += ["sasl=" + MECHANISMS if self.cap_version >= 302 else "sasl",
+                     "draft/account-registration"]
+        return caps
 
     def _cap(self, server, sub, text):
         return irc.format_message("CAP", self.ircnick, sub, text, source=server.server_name)
@@ -195,6 +213,8 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands
             self.reply(server, "462", "You may not reregister")
         elif not msg.params:
             self.reply(server, "461", "PASS", "Not enough parameters")
+        elif server.password is not None:
+            self.admitted = self.password_matches(server, msg.params[0])
         return None
 
     def cmd_nick(self, server, msg):
@@ -212,13 +232,16 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands
                 self.reply(server, "433", nick, "Nickname is already in use")
                 return None
             self.pending_nick = nick
-            self._try_register(server)
-            return None
+            return self._try_register(server)
         if nick == self.nick:
             return None
         if not NAME_RE.match(nick):
             self.reply(server, "432", nick, "Erroneous nickname")
             return None
+        if self.nick_refused(server, nick):
+            return None
+        if server.accounts is not None and server.accounts.banned("nick", nick):
+            return "banned"
         registry.set_nick(self, nick)
         return None
 
@@ -233,19 +256,30 @@ class IrcClient(ChannelCommands, MessageCommands, QueryCommands, HistoryCommands
         user = "".join(c for c in msg.params[0] if c.isalnum() or c in "-_.")[:USERLEN - 1]
         self.user = "~" + (user or "user")
         self.realname = realname
-        self._try_register(server)
-        return None
+        return self._try_register(server)
 
     def _try_register(self, server):
+        """Complete registration if NICK, USER and CAP END are in; returns a disconnect reason
+        when the server password was not given (464)."""
         if self.registered or self.negotiating or self.pending_nick is None or self.user is None:
-            return
+            return None
+        if not self.admitted:
+            log.info("%s gave no or a wrong server password", self.id)
+            self.reply(server, "464", "Password incorrect")
+            return "wrong-password"
         registry = server.registry
+        if self.nick_refused(server, self.pending_nick):  # checked here: SASL may come after NICK
+            self.pending_nick = None
+            return None
+        accounts = server.accounts
+        if accounts is not None and accounts.banned("nick", self.pending_nick):
+            return "banned"
         try:
             registry.add(self, room=None, nick=self.pending_nick)
         except ProtocolError:
             self.reply(server, "433", self.pending_nick, "Nickname is already in use")
             self.pending_nick = None
-            return
+            return None
         self.pending_nick = None
         self.registered = True
         self._prefix = None

@@ -8,7 +8,8 @@ VERSION = "chatroom-" + __version__
 CAPS = ("away-notify", "echo-message", "message-tags", "multi-prefix", "server-time",
         "userhost-in-names", "cap-notify")
 #: Commands allowed before registration completes.
-PRE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
+PRE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT",
+                              "AUTHENTICATE", "REGISTER"})
 NICKLEN = 32
 CHANNELLEN = 33  # '#' and a room name
 TOPICLEN = 390
