@@ -152,10 +152,10 @@ def _settings(argv):
 
 def _keep_history(server, args):
     """Record every room message under ``--data-dir`` and replay it (chatroom/store/history.py)."""
-    from .store.history import History, SqliteStore, default_data_dir
+    from .store.history import History, SqliteStore
     from .codec.native import Encoder as NativeEncoder, format_notice
 
-    directory = args.data_dir or default_data_dir()
+    directory = args.data_dir or settings.default_data_dir()
     store = SqliteStore(directory, args.history_max, args.history_days)
 
     def on_status(up):
@@ -181,13 +181,13 @@ class StartupError(Exception):
 def _open_accounts(args):
     """The accounts service over its store: SQLite under --data-dir (opened and migrated here)."""
     from .accounts.service import Accounts
-    from .accounts.store import SqliteStore, default_data_dir
+    from .accounts.store import SqliteStore
 
     if args.redis:  # a cluster: every node sees the same accounts and bans
         from .accounts.redis_store import RedisStore
 
         return Accounts(RedisStore(args.redis))  # Redis may come later (docs/cluster.md)
-    directory = args.data_dir or default_data_dir()
+    directory = args.data_dir or settings.default_data_dir()
     try:
         store = SqliteStore(directory)
     except (OSError, sqlite3.Error) as err:
@@ -219,6 +219,10 @@ def _read_motd(path):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["backup"]:  # chat-server backup DEST: copy the databases while serving
+        from .store.backup import main as backup
+
+        return backup(argv[1:])
     checking = "--check-config" in argv
     try:
         args = _settings(argv)

@@ -186,6 +186,12 @@ SETTINGS = (
 BY_NAME = {s.name: s for s in SETTINGS}
 
 
+def default_data_dir(environ=os.environ):
+    """``$XDG_STATE_HOME/chatroom``, else ``~/.local/state/chatroom``."""
+    base = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "chatroom")
+
+
 def default(name):
     """The embedded default of the setting ``name`` (``"outbox-limit"``)."""
     return BY_NAME[name].default

@@ -98,7 +98,3 @@ class SqliteStore:
         self.db.close()
 
 
-def default_data_dir(environ=os.environ):
-    """``$XDG_STATE_HOME/chatroom``, else ``~/.local/state/chatroom``."""
-    base = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "chatroom")

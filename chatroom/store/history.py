@@ -74,10 +74,6 @@ CREATE INDEX IF NOT EXISTS messages_room_seq ON messages (room, seq);
 _COLUMNS = "seq, msgid, ts, room, sender, source, text, notice, plain"
 
 
-def default_data_dir(environ=os.environ):
-    """``$XDG_STATE_HOME/chatroom``, else ``~/.local/state/chatroom``."""
-    base = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "chatroom")
 
 
 class SqliteStore:
