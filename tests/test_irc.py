@@ -10,7 +10,7 @@ import re
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -780,7 +780,9 @@ def test_server_time_tags_messages_with_utc_milliseconds(irc_server, irc):
     assert set(got.tags) == {"time"}  # no msgid nor client tags without message-tags
     assert TIME.fullmatch(got.tags["time"])
     stamp = datetime.strptime(got.tags["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= stamp <= after
+    # Rounded to the nearest millisecond: up to half of one either side of the true time.
+    half_ms = timedelta(microseconds=500)
+    assert before - half_ms <= stamp <= after + half_ms
     assert got.raw.endswith(b" :alice!~alice@127.0.0.1 PRIVMSG #dev :what time is it\r\n")
     both = irc(server, "carol", caps=("server-time", "message-tags"))
     both.join("#dev")
