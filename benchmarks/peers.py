@@ -216,8 +216,10 @@ def python():
 
 
 def start_chatroom(cpu, irc):
+    # History off: Redis pub/sub and ngIRCd keep nothing either, and a history in the default data
+    # directory would replay one run's lines into the next (history on vs off: history_bench.py).
     cmd = [python(), os.path.join(ROOT, "bin", "chat-server"), "--port", "0", "--flood-rate", "0",
-           "--max-per-ip", "0"]
+           "--max-per-ip", "0", "--history", "off"]
     if irc:
         cmd += ["--irc-port", "0"]
         ready = r"IRC listening on \[?[^\]\s]+?\]?:(\d+)"

@@ -91,9 +91,13 @@ class ServerProcess:
 
 
 def chat_server_command(*extra):
-    """``bin/chat-server`` on a free port with the limits a load run must not trip switched off."""
+    """``bin/chat-server`` on a free port with the limits a load run must not trip switched off.
+
+    History is off too (``extra`` may switch it on): a run measures the message path, and a
+    history kept in the default data directory would replay one run's lines into the next.
+    """
     return [sys.executable, os.path.join(ROOT, "bin", "chat-server"), "--port", "0",
-            "--flood-rate", "0", "--max-per-ip", "0", *extra]
+            "--flood-rate", "0", "--max-per-ip", "0", "--history", "off", *extra]
 
 
 def chat_server_irc_command(*extra):
