@@ -313,6 +313,21 @@ def test_malformed_lines_get_fail_and_the_connection_stays(irc_server, irc):
 
 # == 2. commands ===================================================================================
 
+def test_one_client_joins_at_most_100_channels(irc_server, irc):
+    server = irc_server()
+    alice = irc(server, "alice")
+    for start in range(0, 100, 50):
+        alice.send("JOIN " + ",".join(f"#c{n}" for n in range(start, start + 50)))
+    lines = raws(alice.sync())
+    assert lines.count(b":chatroom.local 366 alice #c99 :End of /NAMES list\r\n") == 1
+    alice.send("JOIN #c0,#c100")  # one it is in already, one more than the limit
+    assert raws(alice.sync()) == [
+        b":chatroom.local 405 alice #c100 :You have joined too many channels\r\n"]
+    alice.send("PART #c0")
+    alice.send("JOIN #c100")
+    assert b":alice!~alice@127.0.0.1 JOIN #c100\r\n" in raws(alice.sync())
+
+
 def test_join_names_and_join_zero(irc_server, irc):
     server = irc_server()
     alice, bob = irc(server, "alice"), irc(server, "bob")

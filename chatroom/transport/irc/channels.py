@@ -2,7 +2,7 @@
 
 from ...codec import irc
 from ..history import replay
-from .isupport import KICKLEN, TOPICLEN
+from .isupport import CHANLIMIT, KICKLEN, TOPICLEN
 
 #: Mode changes reported in one MODE line, as ISUPPORT's MODES says.
 MODES_PER_LINE = 4
@@ -35,6 +35,9 @@ class ChannelCommands:
                 self.reply(server, "403", channel, "No such channel")
                 continue
             existing = registry.find_room(name)
+            if len(self.channels) >= CHANLIMIT and (existing is None or existing not in self.channels):
+                self.reply(server, "405", channel, "You have joined too many channels")
+                continue
             room = registry.enter(self, existing.name if existing is not None else name)
             if room is None:
                 continue

@@ -18,13 +18,17 @@ KICKLEN = 390
 #: Targets one PRIVMSG/NOTICE may name.
 MAX_TARGETS = 4
 USERLEN = 16
+#: Channels one IRC client may be in at once (each costs the server a little of its memory).
+CHANLIMIT = 100
+#: Replies to one WHO with a mask at most: a mask matching a whole big server is cut there.
+WHO_LIMIT = 500
 #: Bytes of a client's tag section, its '@' included (IRCv3 message-tags: 4094 of tag data).
 CLIENT_TAGS_LIMIT = 4095
 
 
 def isupport_tokens(server):
     return [
-        f"AWAYLEN={AWAYLEN}", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=,,,mnst",
+        f"AWAYLEN={AWAYLEN}", "CASEMAPPING=ascii", f"CHANLIMIT=#:{CHANLIMIT}", "CHANMODES=,,,mnst",
         f"CHANNELLEN={CHANNELLEN}", "CHANTYPES=#", "ELIST=", f"KICKLEN={KICKLEN}", "MODES=4",
         "NETWORK=chatroom", f"NICKLEN={NICKLEN}", "PREFIX=(ov)@+", "SAFELIST",
         f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,KICK:1,NAMES:1,WHOIS:1",

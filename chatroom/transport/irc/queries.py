@@ -4,6 +4,7 @@ import re
 
 from ...codec import irc
 from .channels import member_status
+from .isupport import WHO_LIMIT
 
 
 class QueryCommands:
@@ -23,10 +24,14 @@ class QueryCommands:
         elif mask in ("*", "0") or "*" in mask or "?" in mask:
             match = _glob(mask)
             shared = {m for room in self.channels for m in room.members}
+            left = WHO_LIMIT  # a mask matching thousands is answered with the first of them
             for m in list(registry.ids.values()):
                 if "i" in getattr(m, "modes", "") and m not in shared and m is not self:
                     continue  # invisible to masks, unless in a room with the asker
                 if match(m.ircnick):
+                    left -= 1
+                    if left < 0:
+                        break
                     room = next(iter(m.joined()), None)
                     channel = irc.room_to_channel(room.name) if room is not None else "*"
                     self._who_line(server, channel, room, m)
