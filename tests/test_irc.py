@@ -154,8 +154,9 @@ def test_cap_negotiation_holds_registration_until_cap_end(irc_server, irc):
     assert ls.source == "chatroom.local" and ls.command == "CAP" and ls.params[:2] == ["*", "LS"]
     assert sorted(ls.params[2].split()) == sorted([
         "away-notify", "echo-message", "message-tags", "multi-prefix", "server-time",
-        "userhost-in-names", "cap-notify", "sasl=PLAIN", "draft/account-registration"])
-    # (batch and draft/chathistory come with history, which the test servers run without)
+        "userhost-in-names", "cap-notify", "batch", "labeled-response", "sasl=PLAIN",
+        "draft/account-registration"])
+    # (draft/chathistory comes with history, which the test servers run without)
     c.send("NICK alice")
     c.send("USER alice 0 * :Alice A")
     assert c.sync() == []  # NICK and USER are in, but registration waits for CAP END

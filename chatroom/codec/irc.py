@@ -41,14 +41,16 @@ class IrcError(Exception):
 
     Codes: ``BAD_CHAR`` (NUL, CR or LF in a line), ``INVALID_UTF8``, ``BAD_TAG`` (a tag key that
     the IRCv3 grammar does not allow), ``BAD_SOURCE`` (an empty ``:`` prefix), ``NO_COMMAND``,
-    ``BAD_COMMAND`` (not letters nor 3 digits; ``command`` holds it, for ``421``), ``BAD_TEXT``.
+    ``BAD_COMMAND`` (not letters nor 3 digits; ``command`` holds it and ``tags`` the line's tags, for
+    a ``421`` that carries its ``label``), ``BAD_TEXT``.
     """
 
-    def __init__(self, code, text, command=None):
+    def __init__(self, code, text, command=None, tags=None):
         super().__init__(code, text)
         self.code = code
         self.text = text
         self.command = command
+        self.tags = tags or {}  #: the line's tags, when they were read before the error
 
 
 @dataclass(slots=True)
@@ -170,7 +172,7 @@ def parse(line):
     if not command:
         raise IrcError("NO_COMMAND", "no command")
     if not _COMMAND_RE.match(command):
-        raise IrcError("BAD_COMMAND", "a command is letters or a 3-digit number", command)
+        raise IrcError("BAD_COMMAND", "a command is letters or a 3-digit number", command, tags)
     params = []
     while True:
         text = text.lstrip(" ")

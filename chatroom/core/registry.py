@@ -328,7 +328,7 @@ class Registry:
         data = target.encoder.tell(member, target, text, stamp, notice, tags)
         if data is not None:
             self.send(target, data)
-        if member.encoder.echo and member is not target:
+        if member.encoder.echo:  # to itself too: the echo is its own copy (echo-message)
             self.send(member, member.encoder.tell(member, target, text, stamp, notice, tags))
 
     def stamp(self):
@@ -373,7 +373,7 @@ class Registry:
         data = target.encoder.tagmsg(None, member, target, stamp, tags)
         if data is not None:
             self.send(target, data)
-        if member.encoder.echo and member is not target:
+        if member.encoder.echo:  # to itself too: the echo is its own copy (echo-message)
             data = member.encoder.tagmsg(None, member, target, stamp, tags)
             if data is not None:
                 self.send(member, data)

@@ -76,6 +76,14 @@ _COLUMNS = "seq, msgid, ts, room, sender, source, text, notice, plain"
 
 
 
+def shown_window(ref):
+    """``(start, end)``: the times a client sees as ``ref``, to the millisecond (server-time and
+    ``HIST`` round to it), so that a message is "at" the time it was shown with when
+    ``start <= ts < end``. Times given back by a client then match the messages they came from."""
+    ms = round(ref * 1000)
+    return (ms - 0.5) / 1000, (ms + 0.5) / 1000
+
+
 class SqliteStore:
     """Blocking SQLite storage of room messages; every method runs in a worker thread."""
 
@@ -201,7 +209,7 @@ class SqliteStore:
     def seq_at(self, room, ts):
         """The seq of the first message of ``room`` at or after time ``ts`` (or past the end)."""
         rows = self._select(f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND ts >= ?"
-                            " ORDER BY ts, seq LIMIT 1", (room, ts))
+                            " ORDER BY ts, seq LIMIT 1", (room, shown_window(ts)[0]))
         if rows:
             return rows[0].seq
         rows = self._select(f"SELECT {_COLUMNS} FROM messages WHERE room = ? ORDER BY seq DESC"
@@ -214,10 +222,11 @@ class SqliteStore:
         None for a msgid not in ``room``."""
         db = self._db()
         if isinstance(ref, float):
-            lo = db.execute("SELECT MAX(seq) FROM messages WHERE room = ? AND ts <= ?",
-                            (room, ref)).fetchone()[0]
+            start, end = shown_window(ref)
+            lo = db.execute("SELECT MAX(seq) FROM messages WHERE room = ? AND ts < ?",
+                            (room, end)).fetchone()[0]
             hi = db.execute("SELECT MIN(seq) FROM messages WHERE room = ? AND ts >= ?",
-                            (room, ref)).fetchone()[0]
+                            (room, start)).fetchone()[0]
             return (lo or 0, hi if hi is not None else 1 << 62)
         row = db.execute("SELECT seq FROM messages WHERE room = ? AND msgid = ?",
                          (room, ref)).fetchone()

@@ -34,7 +34,7 @@ class Client(Member):
         self.tokens = float(server.flood_burst)  #: flood bucket: lines that may still be sent now
         self.stamp = now  #: loop time the bucket was last filled
         self.strikes = 0.0  #: lines dropped for flooding, decaying at the flood rate
-        self.hold = False  #: the outbox waits for history to be put in place (transport.history)
+        self.hold = 0  #: above 0, the outbox waits (for history, for a labeled response) unflushed
         self.tls = hasattr(sock, "pending")  #: a TLS socket (may hold decrypted bytes unread)
         self.account = None  #: the account name this connection is logged in to, or None
         self.admitted = server.password is None  #: gave the server password (or none is needed)

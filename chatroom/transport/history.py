@@ -47,7 +47,7 @@ def replay(server, client, room_name):
     if client.writer is None:  # a writer would take the placeholder before it is filled
         marker = bytearray()
         registry.send(client, marker)
-        client.hold = True
+        client.hold += 1
     try:
         try:
             messages = history.latest(room_name, history.scrollback)
@@ -59,7 +59,8 @@ def replay(server, client, room_name):
         if wrap is not None and data:
             data = wrap(data)
     finally:
-        client.hold = False
+        if marker is not None:
+            client.hold -= 1
     if client.closing:
         return
     if marker is not None and any(item is marker for item in client.outbox):

@@ -20,6 +20,7 @@ from .channels import ChannelCommands
 from .history import HISTORY_CAPS, HistoryCommands, history_tokens
 from .isupport import (CAPS, CLIENT_TAGS_LIMIT, PRE_REGISTRATION, TOPICLEN, USERLEN, VERSION,
                        isupport_tokens)
+from .labels import CAP, run_labeled
 from .messages import MessageCommands
 from .queries import QueryCommands
 
@@ -112,9 +113,20 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         try:
             msg = irc.parse(line)
         except irc.IrcError as err:
-            server.registry.reply(self, irc.format_message(
-                "FAIL", "*", err.code, err.text, source=server.server_name))
-            return None
+            if err.command is None:
+                server.registry.reply(self, irc.format_message(
+                    "FAIL", "*", err.code, err.text, source=server.server_name))
+                return None
+            # A word no command could be (PRIV-MSG, NO_SUCH): answered as an unknown command.
+            msg = irc.Message(err.tags, None, err.command, [])
+        if CAP in self.caps and "label" in msg.tags:
+            to_self = (msg.command in ("PRIVMSG", "NOTICE", "TAGMSG") and msg.params
+                       and self.nick and irc.casefold(msg.params[0]) == irc.casefold(self.nick))
+            return run_labeled(self, server, msg.tags["label"], lambda: self._run(server, msg),
+                               bool(to_self))
+        return self._run(server, msg)
+
+    def _run(self, server, msg):
         command = msg.command
         if not self.registered and command not in PRE_REGISTRATION:
             if command.isdigit():
@@ -196,6 +208,10 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         caps = list(CAPS)
         if server.history is not None:
             caps += HISTORY_CAPS
+        if self.encoder.wrap is None:  # (a WebSocket client's lines are frames by the time
+            if "batch" not in caps:    # they could be labeled)
+                caps.append("batch")
+            caps.append(CAP)
         if server.accounts is not None:
             caps += ["sasl=" + MECHANISMS if self.cap_version >= 302 else "sasl",
                      "draft/account-registration"]
