@@ -139,6 +139,15 @@ def test_chathistory_subcommands(start_server, tmp_path):
         assert ask(f"BETWEEN #chan msgid={ids[0]} msgid={ids[9]} 10") == m[1:9]
         assert ask(f"BETWEEN #chan msgid={ids[0]} msgid={ids[9]} 3") == m[1:4]
         assert ask(f"BETWEEN #chan msgid={ids[9]} msgid={ids[0]} 3") == m[6:9]
+        # A time a client was shown (rounded to the millisecond) names the messages shown with
+        # it: "between" two of them excludes both ends, whichever comes first.
+        inside = [m[i] for i in range(10) if times[0] < times[i] < times[9]]
+        assert ask(f"BETWEEN #chan timestamp={times[0]} timestamp={times[9]} 10") == inside
+        assert ask(f"BETWEEN #chan timestamp={times[9]} timestamp={times[0]} 10") == inside
+        assert ask(f"AFTER #chan timestamp={times[5]} 10") == [m[i] for i in range(10)
+                                                               if times[i] > times[5]]
+        assert ask(f"BEFORE #chan timestamp={times[5]} 10") == [m[i] for i in range(10)
+                                                                if times[i] < times[5]]
         assert ask("BEFORE #chan timestamp=2000-01-01T00:00:00.000Z 5") == []
         assert ask("AFTER #chan timestamp=2000-01-01T00:00:00.000Z 2") == m[:2]
         assert ask("BEFORE #chan msgid=nosuchid 5") == []
