@@ -11,14 +11,16 @@ as the suite's copy has it) with:
   native port), after waiting for the server to listen (tests register before their first client
   connects, which is what waits otherwise);
 - an operator: the suite's tests send ``OPER operuser operpassword`` (an operator block in other
-  servers' configuration files). Here operators are accounts named by ``--oper``, so the server
-  starts with ``--oper operuser`` and the account is registered once the server listens;
+  servers' configuration files). Here operators are accounts named by ``--oper``: the account is
+  made with ``chat-server account add`` in the server's data directory, and the server starts
+  with ``--oper operuser``;
 - the account-registration options: this server lets clients register an account once they are
   connected (not before), without an e-mail address. A test configured for another policy
   (e-mail required, registration before connecting) is reported as not implemented, and so
   skipped.
 """
 
+import subprocess
 from typing import Type
 
 from irctest.controllers.chatroom import ChatroomController
@@ -37,19 +39,19 @@ class FullChatroomController(ChatroomController):
             # REGISTER is answered COMPLETE_CONNECTION_REQUIRED until the client is registered
             # (docs/irc.md), as a test of that policy expects.
             raise NotImplementedByController("account registration before connecting")
-        self._oper_registered = False
         super().run(hostname, port, **kwargs)
 
     def execute(self, command, **kwargs):
-        if any(str(part).endswith("chat-server") for part in command):
-            command = list(command) + ["--oper", OPER_NAME]
+        command = [str(part) for part in command]
+        if command[1].endswith("chat-server") and "--data-dir" in command:
+            # The operator's account exists before the server starts, as an operator would make
+            # it: chat-server account add (docs/operations.md).
+            data_dir = command[command.index("--data-dir") + 1]
+            subprocess.run(command[:2] + ["account", "add", OPER_NAME, "--data-dir", data_dir],
+                           input=OPER_PASSWORD + "\n", text=True, check=True, timeout=60,
+                           capture_output=True, cwd=kwargs.get("cwd"))
+            command += ["--oper", OPER_NAME]
         return super().execute(command, **kwargs)
-
-    def wait_for_port(self):
-        super().wait_for_port()
-        if not self._oper_registered:
-            self._oper_registered = True
-            self.registerUser(None, OPER_NAME, OPER_PASSWORD)
 
     def registerUser(self, case, username, password=None):
         """The shared controller's, once the server listens: tests register before connecting."""

@@ -223,6 +223,10 @@ def main(argv=None):
         from .store.backup import main as backup
 
         return backup(argv[1:])
+    if argv[:1] == ["account"]:  # chat-server account add NAME: an account before the server runs
+        from .accounts.admin import main as account
+
+        return account(argv[1:])
     checking = "--check-config" in argv
     try:
         args = _settings(argv)

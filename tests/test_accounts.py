@@ -256,6 +256,8 @@ def test_irc_sasl_plain_logs_in_to_a_registered_nickname(start_server, clients):
         irc.send("NICK ivy")
         irc_until(irc, r":chatroom\.local 001 ivy .*")
         server.wait_for(r"^127\.0\.0\.1:\d+ logged in as ivy$")
+        irc.send("WHOIS ivy")  # WHOIS names the account
+        irc_until(irc, r":chatroom\.local 330 ivy ivy ivy :is logged in as")
     finally:
         irc.close()
 
@@ -311,3 +313,35 @@ def test_chat_client_logs_in_after_connect(server, clients):
         [sys.executable, str(BIN / "chat-client"), "--port", str(server.port), "--password"],
         input=b"", capture_output=True, cwd=ROOT, timeout=WAIT)
     assert result.returncode == 2 and "--password needs --nick" in result.stderr.decode()
+
+
+def test_account_add_makes_an_operator_account_before_the_server_starts(start_server, clients,
+                                                                       tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import BIN, ROOT
+
+    def add(name, password):
+        return subprocess.run([sys.executable, str(BIN / "chat-server"), "account", "add", name,
+                               "--data-dir", str(tmp_path)], input=password + "\n", text=True,
+                              capture_output=True, cwd=ROOT, timeout=60)
+
+    made = add("Boss", "the boss's password")
+    assert made.returncode == 0 and made.stdout == f"Account Boss created in {tmp_path}\n"
+    assert "password" not in made.stdout + made.stderr.replace("a password is", "")
+    again = add("boss", "another password")
+    assert again.returncode == 1 and again.stderr == "chat-server account: 'boss' is already registered\n"
+    short = add("kim", "ab")
+    assert short.returncode == 1 and "a password is 3 to" in short.stderr
+    bad = add("127-0-0-1-4000", "a fine password")  # a guest's name is nobody's account
+    assert bad.returncode == 1 and "cannot be an account name" in bad.stderr
+
+    server = start_server("--data-dir", tmp_path, "--oper", "boss")
+    c = clients(server)
+    c.send("NICK Boss")  # registered: taken only by logging in
+    assert c.expect("ERR ").startswith("ERR nick-registered ")
+    c.send("LOGIN boss the boss's password")
+    assert c.sync() == [f"NICK {c.id} Boss", "ACCOUNT Boss"]
+    c.send("BAN nobody-here")  # and it is the --oper account: bans are for server operators
+    assert c.sync() == ["BANNED nick nobody-here"]

@@ -141,6 +141,14 @@ def test_irc_oper_kill_and_ban_masks(start_server, clients):
         assert op.recv_line() == ":chatroom.local 491 opnick :No O-lines for your host\r"
         op.send("OPER boss :boss password")
         assert op.recv_line() == ":chatroom.local 381 opnick :You are now an IRC operator\r"
+        other.send("WHO opnick")  # others see the operator: * in WHO, 313 in WHOIS
+        assert other.recv_line() == (":chatroom.local 352 other * ~opnick 127.0.0.1 chatroom.local "
+                                     "opnick H* :0 opnick\r")
+        assert other.recv_line() == ":chatroom.local 315 other opnick :End of WHO list\r"
+        other.send("WHOIS opnick")
+        whois = [other.recv_line() for _ in range(5)]
+        assert whois[2] == ":chatroom.local 313 other opnick :is an IRC operator\r", whois
+        assert whois[4] == ":chatroom.local 318 other opnick :End of /WHOIS list\r"
         op.send("KILL other :enough")
         assert other.expect_closed() == ["ERROR :Closing link: 127.0.0.1 (killed)\r"]
         op.send("JOIN #lobby")

@@ -46,6 +46,8 @@ class QueryCommands:
 
     def _who_line(self, server, channel, room, m):
         flags = ("G" if getattr(m, "away", None) else "H")
+        if getattr(m, "oper", False):
+            flags += "*"
         if room is not None:
             flags += member_status(room, m, "multi-prefix" in self.caps)
         user, host = m.prefix.split("!", 1)[1].split("@", 1)
@@ -72,6 +74,11 @@ class QueryCommands:
         self.reply(server, "312", nick, server.server_name, "chatroom")
         if getattr(m, "away", None):
             self.reply(server, "301", nick, m.away)
+        if getattr(m, "oper", False):
+            self.reply(server, "313", nick, "is an IRC operator")
+        account = getattr(m, "account", None)
+        if account is not None:
+            self.reply(server, "330", nick, account, "is logged in as")
         signon = getattr(m, "signon", None)
         if signon is not None:
             idle = max(0, int(server.loop.now() - m.last_seen))
