@@ -215,6 +215,57 @@ def test_websocket_stream_unframes_split_frames_answers_pings_and_closes():
     theirs.close()
 
 
+def test_websocket_stream_unframes_runs_of_one_size_exactly():
+    """The unframing of runs of same-size frames (its fast path) gives what a frame-by-frame walk
+    would, whatever the mix of sizes, control frames and read boundaries."""
+    import random
+
+    from chatroom.codec import websocket as codec
+    from chatroom.load.ws import WebSocket
+
+    rng = random.Random(7)
+    lines = []
+    frames = []
+    pings = 0
+    for _ in range(3000):
+        kind = rng.random()
+        if kind < 0.02:
+            frames.append(codec.frame(0x9, b"p"))  # a ping: answered, no line
+            pings += 1
+            continue
+        size = rng.choice((0, 1, 60, 61, 125) if kind < 0.9 else (126, 300, 70000))
+        body = bytes(rng.choice(b"\x81abc ") for _ in range(size))  # 0x81 in payloads too
+        repeat = rng.choice((1, 1, 3, 4, 20))
+        frames += [codec.frame(codec.TEXT, body)] * repeat
+        lines += [body + b"\n"] * repeat
+    stream = b"".join(frames)
+
+    class Pipe:
+        sent = []
+
+        def __init__(self):
+            self.pos = 0
+
+        def recv(self, size):
+            n = min(size, rng.choice((1, 7, 100, 4096, 65536)))
+            data = stream[self.pos:self.pos + n]
+            self.pos += len(data)
+            return data
+
+        def sendall(self, data):
+            self.sent.append(data)
+
+    wsock = WebSocket(Pipe())
+    got = []
+    while True:
+        data = wsock.recv(65536)
+        if not data:
+            break
+        got.append(data)
+    assert b"".join(got) == b"".join(lines)
+    assert len(Pipe.sent) == pings
+
+
 # -- --protocol irc, against ngIRCd (until this server has its IRC listener) ----------------------
 
 
