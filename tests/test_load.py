@@ -107,6 +107,165 @@ def test_setup_failure_is_reported():
     assert "failed to connect" in done.stderr
 
 
+# -- --transport ws: the native protocol over the web listener -------------------------------------
+
+
+def test_websocket_every_line_arrives_once_in_order_with_a_spawned_server():
+    r = load_json("--spawn-server", "--transport", "ws", "--receivers", 20, "--senders", 3,
+                  "--messages", 300, "--check", "all")
+    assert r["transport"] == "ws"
+    assert_clean(r, 20, 3, 300)
+    assert r["clients"]["checked"] == 23
+    assert r["latency_ms"]["samples"] == r["delivered"]
+    assert r["server_dropped"] == 0
+
+
+def test_websocket_two_processes_counting_receivers_and_idle_clients():
+    r = load_json("--spawn-server", "--transport", "ws", "--receivers", 30, "--senders", 4,
+                  "--messages", 500, "--procs", 2, "--check", 2, "--idle", 6)
+    assert r["procs"] == 2 and r["transport"] == "ws"
+    assert_clean(r, 30, 4, 500)
+    assert r["clients"]["checked"] == 4  # 2 in each process; the rest count frames' lines
+    assert r["idle_alive"] == 6 and r["idle_heard"] == 0
+
+
+def test_websocket_against_a_running_server_and_its_origin_check(start_server):
+    server = start_server("--flood-rate", "0", "--max-per-ip", "0", "--web-port", "0")
+    web_port = int(server.wait_for(r"Web listening on 127\.0\.0\.1:(\d+)").group(1))
+    # The listener's own origin (http://127.0.0.1:PORT, what chat-load sends) is allowed.
+    r = load_json("--transport", "ws", "--port", web_port, "--server-pid", server.pid,
+                  "--receivers", 8, "--senders", 2, "--messages", 100)
+    assert_clean(r, 8, 2, 100)
+    wait_until(lambda: server.count(r"WebSocket chatroom\.v1 from") == 10)
+    other = start_server("--web-port", "0", "--web-origin", "http://elsewhere.test:1")
+    other_port = int(other.wait_for(r"Web listening on 127\.0\.0\.1:(\d+)").group(1))
+    done = chat_load("--transport", "ws", "--port", other_port, "--receivers", 1, "--senders", 1)
+    assert done.returncode == 2
+    assert "failed to connect" in done.stderr and "handshake refused" in done.stderr
+    assert "403" in done.stderr
+
+
+def test_websocket_refuses_what_it_does_not_speak():
+    done = chat_load("--transport", "ws", "--protocol", "irc", "--spawn-server")
+    assert done.returncode != 0 and "chat-load: --transport ws speaks the native protocol only" in done.stderr
+    done = chat_load("--transport", "ws", "--tls", "--port", free_port())
+    assert done.returncode != 0 and "chat-load: --transport ws does not do TLS" in done.stderr
+    done = chat_load("--transport", "ws")
+    assert done.returncode != 0 and "--transport ws needs --port" in done.stderr
+
+
+def test_websocket_stream_unframes_split_frames_answers_pings_and_closes():
+    """Server frames split at every awkward place come out as lines; written lines go out as
+    masked frames a server-side wsproto reads back; a ping gets its pong, a close its close."""
+    import gevent
+    from gevent import socket as gsocket
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection, Pong, TextMessage
+
+    from chatroom.codec import websocket as codec
+    from chatroom.load.ws import WebSocket
+
+    long_line = b"MSG load l1 " + b"y" * 300  # a 16-bit length
+    huge_line = b"MSG load l1 " + b"z" * 70000  # a 64-bit length
+    stream = b"".join(codec.frame(codec.TEXT, b"MSG load l2 L 0 %d 1 x" % i) for i in range(30))
+    stream += codec.frame(codec.TEXT, long_line) + codec.frame(0x9, b"tok")
+    stream += bytes((0x01, 5)) + b"MSG l" + bytes((0x80, 9)) + b"oad l3 hi"  # a fragmented message
+    stream += codec.frame(codec.TEXT, huge_line) + codec.close_frame(codec.NORMAL, "bye")
+    stream += codec.frame(codec.TEXT, b"after the close: not read")
+    ours, theirs = gsocket.socketpair()
+    wsock = WebSocket(ours)
+    got = []
+
+    def read():
+        while True:
+            data = wsock.recv(4096)
+            if not data:
+                return
+            got.append(data)
+
+    reader = gevent.spawn(read)
+    wsock.sendall(b"JOIN load\nSEND " + b"w" * 200 + b"\nPING ready\n")
+    sizes = [1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 4000]
+    pos = k = 0
+    while pos < len(stream):
+        theirs.sendall(stream[pos:pos + sizes[k % len(sizes)]])
+        pos += sizes[k % len(sizes)]
+        k += 1
+        gevent.sleep(0)
+    reader.join(timeout=10)
+    assert reader.dead
+    lines = b"".join(got).split(b"\n")
+    assert lines.pop() == b""
+    assert lines == ([b"MSG load l2 L 0 %d 1 x" % i for i in range(30)]
+                     + [long_line, b"MSG load l3 hi", huge_line])
+    # What the client wrote, read by wsproto as a server (which refuses unmasked frames).
+    server_side = Connection(ConnectionType.SERVER)
+    theirs.settimeout(5)
+    events = []
+    while not any(isinstance(e, CloseConnection) for e in events):
+        data = theirs.recv(65536)
+        assert data
+        server_side.receive_data(data)
+        events += list(server_side.events())
+    assert [e.data for e in events if isinstance(e, TextMessage)] == [
+        "JOIN load", "SEND " + "w" * 200, "PING ready"]
+    assert [e.payload for e in events if isinstance(e, Pong)] == [b"tok"]
+    assert events[-1].code == codec.NORMAL
+    ours.close()
+    theirs.close()
+
+
+def test_websocket_stream_unframes_runs_of_one_size_exactly():
+    """The unframing of runs of same-size frames (its fast path) gives what a frame-by-frame walk
+    would, whatever the mix of sizes, control frames and read boundaries."""
+    import random
+
+    from chatroom.codec import websocket as codec
+    from chatroom.load.ws import WebSocket
+
+    rng = random.Random(7)
+    lines = []
+    frames = []
+    pings = 0
+    for _ in range(3000):
+        kind = rng.random()
+        if kind < 0.02:
+            frames.append(codec.frame(0x9, b"p"))  # a ping: answered, no line
+            pings += 1
+            continue
+        size = rng.choice((0, 1, 60, 61, 125) if kind < 0.9 else (126, 300, 70000))
+        body = bytes(rng.choice(b"\x81abc ") for _ in range(size))  # 0x81 in payloads too
+        repeat = rng.choice((1, 1, 3, 4, 20))
+        frames += [codec.frame(codec.TEXT, body)] * repeat
+        lines += [body + b"\n"] * repeat
+    stream = b"".join(frames)
+
+    class Pipe:
+        sent = []
+
+        def __init__(self):
+            self.pos = 0
+
+        def recv(self, size):
+            n = min(size, rng.choice((1, 7, 100, 4096, 65536)))
+            data = stream[self.pos:self.pos + n]
+            self.pos += len(data)
+            return data
+
+        def sendall(self, data):
+            self.sent.append(data)
+
+    wsock = WebSocket(Pipe())
+    got = []
+    while True:
+        data = wsock.recv(65536)
+        if not data:
+            break
+        got.append(data)
+    assert b"".join(got) == b"".join(lines)
+    assert len(Pipe.sent) == pings
+
+
 # -- --protocol irc, against ngIRCd (until this server has its IRC listener) ----------------------
 
 

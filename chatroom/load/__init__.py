@@ -23,6 +23,8 @@ The package, one responsibility a module:
 - ``config``: what a run does (:class:`Config`), the defaults and the limits the modules share
 - ``clients``: the socket clients: connect and join, checked and counting receivers, the talker
 - ``irc``: the same clients speaking IRC (``--protocol irc``)
+- ``ws``: the client side of a WebSocket (``--transport ws``): the upgrade, and a stand-in for
+  the socket that frames the native lines going out and unframes those coming in
 - ``worker``: one process's share of the clients, run and drained, and its figures
 - ``report``: the workers' figures merged, percentiles, server RSS/CPU watching, the summary
 - ``servers``: a server command as a subprocess, this project's server command, a private ngIRCd

@@ -35,9 +35,11 @@ from .irc import MAX_TEXT
 from .report import ServerWatch, format_summary, merge
 from .servers import (
     IRC_LISTENING,
+    WEB_LISTENING,
     ServerProcess,
     chat_server_command,
     chat_server_irc_command,
+    chat_server_web_command,
     raise_nofile_limit,
 )
 from .worker import Worker
@@ -251,12 +253,18 @@ def build_parser():
     a("--protocol", choices=("native", "irc"), default="native",
       help="what the clients speak: this server's line protocol, or IRC (each client registers "
            "as lN and joins #ROOM) (default %(default)s)")
+    a("--transport", choices=("tcp", "ws"), default="tcp",
+      help="how the clients connect: plain TCP, or WebSocket to the server's web listener "
+           "(HTTP upgrade at /ws, subprotocol chatroom.v1: the native protocol, one line per "
+           "frame; point --port at its --web-port); ws is native only, without --tls "
+           "(default %(default)s)")
     a("--irc-oper", metavar="NAME:PASSWORD", default="",
       help="with --protocol irc, senders become IRC operators (OPER NAME PASSWORD) and set user "
            "mode +F: ngIRCd's relaxed flood protection, without which it throttles them")
     a("--spawn-server", action="store_true",
       help="start bin/chat-server on a free port (flood limit and per-IP limit off; with "
-           "--protocol irc, its IRC listener on a free port too) and stop it after")
+           "--protocol irc, its IRC listener on a free port too; with --transport ws, its web "
+           "listener, any origin) and stop it after")
     a("--server-pid", type=int, default=0, help="PID of the server, to report its RSS")
     a("--room", default="load", help="room every client joins (default %(default)s)")
     a("--receivers", type=int, default=10, help="reading clients (default %(default)s)")
@@ -294,7 +302,15 @@ def config_from_args(args):
         room=args.room, receivers=args.receivers, senders=args.senders, idle=args.idle,
         stalled=args.stalled, messages=args.messages, duration=args.duration, rate=args.rate,
         size=args.size, window=args.window, check=check, source_addrs=args.source_addrs,
-        procs=max(1, args.procs), irc_oper=args.irc_oper, tls=args.tls)
+        procs=max(1, args.procs), irc_oper=args.irc_oper, tls=args.tls, transport=args.transport)
+    if cfg.transport == "ws" and cfg.protocol != "native":
+        raise SystemExit("chat-load: --transport ws speaks the native protocol only (not "
+                         "--protocol irc)")
+    if cfg.transport == "ws" and cfg.tls:
+        raise SystemExit("chat-load: --transport ws does not do TLS (the web listener is plain HTTP)")
+    if cfg.transport == "ws" and args.port is None and not args.spawn_server:
+        raise SystemExit("chat-load: --transport ws needs --port (the server's --web-port) or "
+                         "--spawn-server")
     for name in ("receivers", "senders", "idle", "stalled", "messages"):
         if getattr(cfg, name) < 0:
             raise SystemExit(f"chat-load: --{name} must not be negative")
@@ -329,6 +345,9 @@ def main(argv=None):
     try:
         if args.spawn_server and cfg.protocol == "irc":
             server = ServerProcess(chat_server_irc_command("--host", cfg.host), listening=IRC_LISTENING)
+            cfg.port = server.port
+        elif args.spawn_server and cfg.transport == "ws":
+            server = ServerProcess(chat_server_web_command("--host", cfg.host), listening=WEB_LISTENING)
             cfg.port = server.port
         elif args.spawn_server:
             server = ServerProcess(chat_server_command("--host", cfg.host))

@@ -14,6 +14,7 @@ import gevent.event
 from gevent import socket
 
 from ..codec.lines import LineFramer
+from . import ws
 from .config import RECV_SIZE, SETUP_TIMEOUT, SetupError
 
 #: Set by :func:`use_tls` (``--tls``): a client context that encrypts but does not check the
@@ -30,6 +31,11 @@ def use_tls():
     TLS_CONTEXT = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     TLS_CONTEXT.check_hostname = False
     TLS_CONTEXT.verify_mode = ssl.CERT_NONE
+
+
+#: Set by the worker for ``--transport ws``: each client connects to the web listener, upgrades to
+#: a WebSocket and speaks through :class:`.ws.WebSocket`, which frames and unframes its lines.
+WEB_SOCKET = False
 
 #: Seconds one TCP connect may take.
 CONNECT_TIMEOUT = 10.0
@@ -93,6 +99,8 @@ class Client:
             if TLS_CONTEXT is not None:
                 sock = TLS_CONTEXT.wrap_socket(sock)
             sock.settimeout(SETUP_TIMEOUT)
+            if WEB_SOCKET:
+                sock = ws.upgrade(sock, host, port)
             self.framer = self.handshake(sock, room, name, oper)
             sock.settimeout(None)
             self.sock = sock

@@ -58,6 +58,7 @@ class Config:
     protocol: str = "native"  # or "irc"
     irc_oper: str = ""  # "NAME:PASSWORD": IRC senders become operators with user mode +F
     tls: bool = False  #: speak TLS (the server's --tls-port); the certificate is not checked
+    transport: str = "tcp"  #: or "ws": the native protocol over WebSocket (the server's --web-port)
     procs: int = 1
     index: int = 0
 

@@ -44,6 +44,7 @@ def merge(cfg, t0, parts, watch):
     return {
         "server": {"host": cfg.host, "port": cfg.port},
         "protocol": cfg.protocol,
+        "transport": cfg.transport,
         "room": cfg.room,
         "clients": {"receivers": cfg.receivers, "senders": cfg.senders, "idle": cfg.idle,
                     "stalled": cfg.stalled, "total": cfg.receivers + cfg.senders + cfg.idle + cfg.stalled,
@@ -172,6 +173,7 @@ def format_summary(r):
         + (f", {c['stalled']:,} stalled" if c["stalled"] else "")
         + f" on {r['server']['host']}:{r['server']['port']}"
         + (" over IRC" if r.get("protocol") == "irc" else "")
+        + (" over WebSocket" if r.get("transport") == "ws" else "")
         + f" ({r['procs']} process"
         + ("es)" if r["procs"] > 1 else ")"),
         f"  connect     {c['total']:,} clients in {r['connect_seconds']:.2f} s",

@@ -25,9 +25,10 @@ SERVER_STOP_TIMEOUT = 10.0
 SERVER_TAIL_LINES = 50
 
 #: What a server prints once a listener is up (group 1 the address, group 2 the port): this
-#: project's native listener, its IRC listener, and ngIRCd's.
+#: project's native listener, its IRC listener, its web listener, and ngIRCd's.
 LISTENING = r"Listening on \[?([^\]\s]+?)\]?:(\d+)"
 IRC_LISTENING = r"IRC listening on \[?([^\]\s]+?)\]?:(\d+)"
+WEB_LISTENING = r"Web listening on \[?([^\]\s]+?)\]?:(\d+)"
 NGIRCD_LISTENING = r"Now listening on \[?([^\]\s]+?)\]?:(\d+)"
 
 
@@ -103,6 +104,12 @@ def chat_server_command(*extra):
 def chat_server_irc_command(*extra):
     """:func:`chat_server_command` with its IRC listener on a free port too (``IRC_LISTENING``)."""
     return chat_server_command("--irc-port", "0", *extra)
+
+
+def chat_server_web_command(*extra):
+    """:func:`chat_server_command` with its web listener on a free port too (``WEB_LISTENING``),
+    taking WebSocket handshakes from any origin."""
+    return chat_server_command("--web-port", "0", "--web-origin", "*", *extra)
 
 
 # -- ngIRCd, an IRC server to compare with ---------------------------------------------------------

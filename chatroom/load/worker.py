@@ -41,6 +41,7 @@ class Worker:
         self.cfg = cfg
         if cfg.tls and sockets_module.TLS_CONTEXT is None:
             sockets_module.use_tls()
+        sockets_module.WEB_SOCKET = cfg.transport == "ws"
         joiner, checked, counting = PROTOCOLS[cfg.protocol]
         n_recv, first_recv = cfg.share(cfg.receivers)
         n_send, first_sender = cfg.share(cfg.senders)
