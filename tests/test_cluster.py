@@ -317,6 +317,19 @@ def test_workers_share_one_port_as_one_chat(start_server, redis_server, clients)
         assert "BYE server-shutdown" in p.expect_closed()
 
 
+def test_workers_reload_on_the_supervisors_sighup(start_server, redis_server, tmp_path):
+    motd = tmp_path / "motd.txt"
+    motd.write_text("first\n")
+    server = start_server("--workers", "2", "--redis", redis_server.url, "--node", "hup",
+                          "--motd", motd, "--cluster-ttl", TTL)
+    wait_until(lambda: server.count(rf"Listening on \S+:{server.port}\b") == 2)
+    motd.write_text("second\nthird\n")
+    server.signal(signal.SIGHUP)  # what systemctl reload sends: the supervisor passes it on
+    wait_until(lambda: server.count(r"Reloaded: MOTD \S+ \(2 lines\)") == 2)
+    assert server.proc.poll() is None  # SIGHUP never stops it
+    assert server.stop() == 0
+
+
 def test_workers_need_redis():
     proc = subprocess.run([sys.executable, str(BIN / "chat-server"), "--port", "0", "--workers", "2"],
                           capture_output=True, text=True, timeout=WAIT, cwd=ROOT)

@@ -40,7 +40,7 @@ def run_workers(args, argv):
     Each worker is this server (``argv`` plus ``--workers 1 --reuse-port --port P [--irc-port Q]
     --node <node>-<n>``), so each is a node of the cluster at ``--redis``. The supervisor holds
     the ports bound (never listening, so no connection comes to it; a port given as 0 is picked
-    here, once, for every worker) and restarts a worker that exits.
+    here, once, for every worker), restarts a worker that exits, and passes SIGHUP on to them.
     """
     probes = []
     ports = {}
@@ -71,10 +71,19 @@ def run_workers(args, argv):
     signals = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: signals.append(signum))
+    workers = {}
+
+    def reload(signum, frame):
+        """SIGHUP (systemd's ExecReload) is for the workers: each re-reads its files itself."""
+        for proc in list(workers.values()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, reload)
     irc = f", IRC port {ports['--irc-port']}" if "--irc-port" in ports else ""
     log.info("Starting %d workers on port %d%s (supervisor pid %d)", args.workers, port, irc,
              os.getpid())
-    workers = {n: start(n) for n in range(1, args.workers + 1)}
+    workers.update((n, start(n)) for n in range(1, args.workers + 1))
     started = {n: time.monotonic() for n in workers}
     delays = dict.fromkeys(workers, WORKER_RESTART_DELAY)
     restart_at = {}
