@@ -124,6 +124,10 @@ def make_server(args):
         from .transport.irc import IrcClient
 
         server.listen(address(args.irc_tls_port), IrcClient, tls=True)
+    if args.web_tls_port is not None:
+        from .transport.web import HttpClient
+
+        server.listen(address(args.web_tls_port), HttpClient, tls=True)
     return server
 
 
@@ -138,9 +142,9 @@ def _settings(argv):
         parser.error("--workers must be at least 1")
     if args.workers > 1 and not args.redis:
         parser.error("--workers above 1 needs --redis: the workers are one chat through it")
-    tls = args.tls_port is not None or args.irc_tls_port is not None
+    tls = any(p is not None for p in (args.tls_port, args.irc_tls_port, args.web_tls_port))
     if tls and not (args.tls_cert and args.tls_key):
-        parser.error("--tls-port and --irc-tls-port need --tls-cert and --tls-key")
+        parser.error("--tls-port, --irc-tls-port and --web-tls-port need --tls-cert and --tls-key")
     if args.motd is not None:
         try:
             _read_motd(args.motd)
@@ -255,7 +259,7 @@ def main(argv=None):
     if args.max_clients > nofile - RESERVED_FDS - REJECT_SLOTS:
         args.max_clients = max(1, nofile - RESERVED_FDS - REJECT_SLOTS)
         log.warning("open-files limit is %d: --max-clients lowered to %d", nofile, args.max_clients)
-    if args.tls_port is not None or args.irc_tls_port is not None:
+    if any(p is not None for p in (args.tls_port, args.irc_tls_port, args.web_tls_port)):
         try:
             make_context(args.tls_cert, args.tls_key)  # the listeners load it again; fail here first
         except (OSError, ValueError) as err:

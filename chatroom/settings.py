@@ -109,6 +109,9 @@ SETTINGS = (
     Setting("irc-tls-port", None, "IRC over TLS: its TCP port (6697 by convention); 0 picks a free "
             "one; none: no such listener (needs --tls-cert and --tls-key)", _port, metavar="PORT",
             group="listen"),
+    Setting("web-tls-port", None, "the web listener over TLS (HTTPS and WSS; 443 by convention): "
+            "its TCP port; 0 picks a free one; none: no such listener (needs --tls-cert and "
+            "--tls-key)", _port, metavar="PORT", group="listen"),
     Setting("tls-cert", None, "PEM file of the TLS certificate chain; read again on SIGHUP",
             metavar="FILE", group="listen"),
     Setting("tls-key", None, "PEM file of the TLS private key; read again on SIGHUP",

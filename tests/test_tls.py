@@ -238,7 +238,7 @@ def test_tls_ports_need_a_certificate(start_server, tmp_path):
     result = subprocess.run([sys.executable, str(BIN / "chat-server"), "--port", "0", "--tls-port", "0"],
                             capture_output=True, text=True, cwd=ROOT, timeout=WAIT)
     assert result.returncode == 2
-    assert "--tls-port and --irc-tls-port need --tls-cert and --tls-key" in result.stderr
+    assert "--tls-port, --irc-tls-port and --web-tls-port need --tls-cert and --tls-key" in result.stderr
     missing = tmp_path / "missing.pem"
     result = subprocess.run([sys.executable, str(BIN / "chat-server"), "--port", "0", "--tls-port", "0",
                              "--tls-cert", str(missing), "--tls-key", str(missing)],
@@ -261,3 +261,37 @@ def test_chat_load_speaks_tls(start_server, pki):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["lost"] == 0 and result["delivered"] == result["expected"] > 0
+
+
+def test_the_web_listener_over_tls_serves_the_page_and_wss(start_server, pki, clients):
+    import urllib.request
+
+    from wsclient import WsClient
+
+    server = start_server("--web-tls-port", 0, *pki.flags())
+    port = tls_port(server, "Web TLS")
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/", context=pki.client(),
+                                timeout=WAIT) as page:
+        assert page.status == 200 and b"<html" in page.read().lower()
+    plain = clients(server)
+    web = WsClient(port, tls=pki.client(), origin=f"https://127.0.0.1:{port}")
+    try:
+        assert web.sock.version() in ("TLSv1.2", "TLSv1.3")
+        plain.sync()
+        web.send("SEND over WSS")
+        assert plain.recv_line() == f"MSG lobby {web.id} over WSS"
+        plain.send("SEND and back")
+        assert web.expect("MSG ") == f"MSG lobby {plain.id} and back"
+    finally:
+        web.close()
+    with pytest.raises(ssl.SSLCertVerificationError):  # another CA's certificate: refused
+        WsClient(port, tls=pki.client(trustme.CA()))
+    junk = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    junk.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP to the TLS port: dropped
+    junk.settimeout(WAIT)
+    try:
+        while junk.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    junk.close()

@@ -83,9 +83,11 @@ class WsClient:
     """One WebSocket connection to the web listener on ``port``."""
 
     def __init__(self, port, subprotocols=(NATIVE,), origin=None, hello=True, timeout=WAIT,
-                 binary=False, rcvbuf=None):
+                 binary=False, rcvbuf=None, tls=None):
         if rcvbuf is None:
             self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+            if tls is not None:  # an ssl.SSLContext: WSS
+                self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
         else:  # a small receive window, set before the connection is made, so a stop shows soon
             self.sock = socket.socket()
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
