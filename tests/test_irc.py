@@ -101,7 +101,7 @@ def test_registration_welcome_isupport_lusers_and_no_motd(irc_server, irc):
         assert len(line.params) <= 15
         tokens += line.params[1:-1]
     for token in ("NICKLEN=32", "CHANTYPES=#", "CASEMAPPING=ascii", "PREFIX=(ov)@+", "CHANNELLEN=33",
-                  "NETWORK=chatroom", "CHANMODES=,,,mnst", "TOPICLEN=390", "UTF8ONLY"):
+                  "NETWORK=chatroom", "CHANMODES=,,,mnst", "TOPICLEN=390", "UTF8ONLY", "WHOX"):
         assert token in tokens
     assert raws(lines[6:]) == [
         b":chatroom.local 251 alice :There are 1 users and 0 invisible on 1 servers\r\n",
@@ -491,6 +491,37 @@ def test_who_by_channel_nick_and_mask(irc_server, irc):
     ]
     alice.send("WHO nobody")
     assert raws(alice.sync()) == [b":chatroom.local 315 alice nobody :End of WHO list\r\n"]
+
+
+def test_whox_gives_the_fields_asked_for_in_their_order(irc_server, irc, clients):
+    server = irc_server()
+    alice = irc(server, "alice")
+    bob = irc(server, "bob")
+    in_channel("#dev", alice, bob)
+    alice.send("MODE #dev +v bob")
+    bob.send("AWAY :out")
+    settle(alice, bob)
+    for fields in ("%tcuihsnfdlaor,123", "%roaldfnshiuct,123"):  # the order asked is not the order
+        alice.send(f"WHO bob {fields}")
+        reply, end = alice.sync()
+        assert reply.command == "354" and end.command == "315"
+        assert reply.params[:10] == ["alice", "123", "#dev", "~bob", "127.0.0.1", "127.0.0.1",
+                                     "chatroom.local", "bob", "G+", "0"]
+        assert reply.params[10].isdigit()  # idle seconds
+        assert reply.params[11:] == ["0", "n/a", "bob real"]  # no account; op level; real name
+    alice.send("WHO #dev %na")
+    assert raws(alice.sync()) == [b":chatroom.local 354 alice alice 0\r\n",
+                                  b":chatroom.local 354 alice bob 0\r\n",
+                                  b":chatroom.local 315 alice #dev :End of WHO list\r\n"]
+    alice.send("WHO bob %tn,abcd")  # a token is 1 to 3 digits: another is left out
+    assert raws(alice.sync())[0] == b":chatroom.local 354 alice bob\r\n"
+    native = clients(server)  # a native user, as IRC users see them
+    native.send("JOIN dev")
+    native.sync()
+    settle(alice)
+    nick = native.id.replace(":", "-").replace(".", "-")
+    alice.send(f"WHO {nick} %cnr")
+    assert raws(alice.sync())[0] == f":chatroom.local 354 alice #dev {nick} {nick}\r\n".encode()
 
 
 def test_whois(irc_server, irc):

@@ -6,6 +6,11 @@ from ...codec import irc
 from .channels import member_status
 from .isupport import WHO_LIMIT
 
+#: WHOX fields, in the order a ``354`` gives them: token, channel, user, IP, host, server, nick,
+#: flags, hop count, idle seconds, account (``0``: none), channel op level, real name.
+WHOX_FIELDS = "tcuihsnfdlaor"
+_TOKEN_RE = re.compile(r"[0-9]{1,3}")
+
 
 class QueryCommands:
     """Mixed into :class:`~chatroom.transport.irc.client.IrcClient`."""
@@ -15,12 +20,21 @@ class QueryCommands:
     def cmd_who(self, server, msg):
         mask = msg.params[0] if msg.params else "*"
         registry = server.registry
+        line = self._who_line
+        if len(msg.params) > 1 and msg.params[1].startswith("%"):  # WHOX: the fields asked for
+            fields, _, token = msg.params[1][1:].partition(",")
+            wanted = [f for f in WHOX_FIELDS if f in fields]
+            if "t" in wanted and not _TOKEN_RE.fullmatch(token):
+                wanted.remove("t")
+
+            def line(server, channel, room, m):
+                self._whox_line(server, channel, room, m, wanted, token)
         if mask.startswith("#"):
             room = self._room(server, mask)
             if room is not None:
                 channel = irc.room_to_channel(room.name)
                 for m in room.members:
-                    self._who_line(server, channel, room, m)
+                    line(server, channel, room, m)
         elif mask in ("*", "0") or "*" in mask or "?" in mask:
             match = _glob(mask)
             shared = {m for room in self.channels for m in room.members}
@@ -34,25 +48,60 @@ class QueryCommands:
                         break
                     room = next(iter(m.joined()), None)
                     channel = irc.room_to_channel(room.name) if room is not None else "*"
-                    self._who_line(server, channel, room, m)
+                    line(server, channel, room, m)
         else:
             m = registry.find(mask)
             if m is not None:
                 room = next(iter(m.joined()), None)
                 channel = irc.room_to_channel(room.name) if room is not None else "*"
-                self._who_line(server, channel, room, m)
+                line(server, channel, room, m)
         self.reply(server, "315", mask, "End of WHO list")
         return None
 
-    def _who_line(self, server, channel, room, m):
+    def _who_flags(self, room, m):
         flags = ("G" if getattr(m, "away", None) else "H")
         if getattr(m, "oper", False):
             flags += "*"
         if room is not None:
             flags += member_status(room, m, "multi-prefix" in self.caps)
+        return flags
+
+    def _who_line(self, server, channel, room, m):
         user, host = m.prefix.split("!", 1)[1].split("@", 1)
-        self.reply(server, "352", channel, user, host, server.server_name, m.ircnick, flags,
-                   "0 " + (getattr(m, "realname", "") or m.ircnick))
+        self.reply(server, "352", channel, user, host, server.server_name, m.ircnick,
+                   self._who_flags(room, m), "0 " + (getattr(m, "realname", "") or m.ircnick))
+
+    def _whox_line(self, server, channel, room, m, wanted, token):
+        """``354``: the fields of ``wanted`` (letters of :data:`WHOX_FIELDS`, in that order)."""
+        user, host = m.prefix.split("!", 1)[1].split("@", 1)
+        params = []
+        for field in wanted:
+            if field == "t":
+                params.append(token)
+            elif field == "c":
+                params.append(channel)
+            elif field == "u":
+                params.append(user)
+            elif field in "ih":
+                params.append(host)  # the host shown is the address
+            elif field == "s":
+                params.append(server.server_name)
+            elif field == "n":
+                params.append(m.ircnick)
+            elif field == "f":
+                params.append(self._who_flags(room, m))
+            elif field == "d":
+                params.append("0")
+            elif field == "l":
+                seen = getattr(m, "last_seen", None)
+                params.append(str(max(0, int(server.loop.now() - seen))) if seen else "0")
+            elif field == "a":
+                params.append(getattr(m, "account", None) or "0")
+            elif field == "o":
+                params.append("n/a")
+            elif field == "r":
+                params.append(getattr(m, "realname", "") or m.ircnick)
+        self.reply(server, "354", *params)
 
     def cmd_whois(self, server, msg):
         if not msg.params:
