@@ -274,3 +274,51 @@ def test_a_redis_restart_is_survived_and_queued_messages_are_stored_after(node, 
     wait_until(lambda: stored(redis_server) == 5)
     e, seen = connect(n1, clients)
     assert texts(seen)[-2:] == ["still chatting", "after"]
+
+
+def test_irc_chathistory_reads_every_nodes_messages(node, clients, redis_server):
+    from test_history_irc import CAPS, TIME, Irc
+
+    n1 = node("n1", "--irc-port", "0", "--server-name", "irc.test")
+    n2 = node("n2", "--irc-port", "0", "--server-name", "irc.test")
+    for n in (n1, n2):
+        n.irc_port = int(n.wait_for(r"IRC listening on \S+:(\d+)").group(1))
+    a, _ = connect(n1, clients)
+    say(a, "one", "two")
+    bar = Irc(n2, "bar", CAPS)
+    bar.join("#lobby")
+    bar.send("PRIVMSG #lobby three")
+    assert bar.until(" PRIVMSG #lobby three")  # its echo: said on n2
+    assert a.expect("MSG ") == "MSG lobby bar three"
+    wait_until(lambda: stored(redis_server) == 3)
+
+    def ask(line):
+        bar.send("CHATHISTORY " + line)
+        ref = re.fullmatch(r":irc\.test BATCH \+(\S+) chathistory #lobby", bar.recv_line()).group(1)
+        got = []
+        while True:
+            line = bar.recv_line()
+            if line == f":irc.test BATCH -{ref}":
+                return got
+            m = re.fullmatch(rf"@batch={ref};time=({TIME});msgid=(\S+) :(\S+?)!\S+ PRIVMSG"
+                             r" #lobby :?(.*)", line)
+            assert m, line
+            got.append((m.group(2), m.group(3), m.group(4)))
+
+    every = ask("LATEST #lobby * 10")
+    guest = a.id.replace(".", "-").replace(":", "-")  # a native id as an IRC nickname
+    assert [(who, text) for _, who, text in every] == [(guest, "one"), (guest, "two"),
+                                                       ("bar", "three")]
+    ids = [i for i, _, _ in every]
+    assert [t for *_, t in ask(f"BEFORE #lobby msgid={ids[2]} 10")] == ["one", "two"]
+    assert [t for *_, t in ask(f"AFTER #lobby msgid={ids[0]} 1")] == ["two"]
+    assert [t for *_, t in ask("AFTER #lobby timestamp=2000-01-01T00:00:00.000Z 2")] == [
+        "one", "two"]
+    bar.send("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z "
+             "timestamp=2100-01-01T00:00:00.000Z 10")
+    ref = re.fullmatch(r":irc\.test BATCH \+(\S+) draft/chathistory-targets",
+                       bar.recv_line()).group(1)
+    assert re.fullmatch(rf"@batch={ref} :irc\.test CHATHISTORY TARGETS #lobby {TIME}",
+                        bar.recv_line())
+    assert bar.recv_line() == f":irc.test BATCH -{ref}"
+    bar.close()
