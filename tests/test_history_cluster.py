@@ -244,6 +244,19 @@ def test_rooms_are_apart_and_retention_by_count(node, clients, redis_server):
     assert texts(read_history(b, "dev")) == ["r3", "r4", "r5"]
 
 
+def test_retention_by_age_on_a_node(node, clients, redis_server):
+    from chatroom.store.redis_history import RedisStreamStore
+
+    now = time.time()
+    RedisStreamStore(redis_server.url).write([
+        ("1-old", now - 3 * 86400, "lobby", "old", "old!~native@x", "three days ago", 0, 1),
+        ("1-new", now - 3600, "lobby", "new", "new!~native@x", "an hour ago", 0, 1)])
+    n1 = node("n1", "--history-days", "2")  # swept at start, then every minute
+    c, seen = connect(n1, clients)
+    assert [(f, t) for _, _, _, f, t in seen] == [("new", "an hour ago")]
+    assert stored(redis_server) == 1
+
+
 def test_a_redis_restart_is_survived_and_queued_messages_are_stored_after(node, clients,
                                                                           redis_server):
     n1, n2 = node("n1"), node("n2")

@@ -181,26 +181,37 @@ class RedisStreamStore:
             return 0
         cutoff = (now or time.time()) - self.max_days * 86400
         removed = 0
-        for raw in self.redis.zrangebyscore(ROOMS_KEY, "-inf", "+inf"):
-            room = raw.decode()
-            stream, ids = STREAM_PREFIX + room, IDS_PREFIX + room
-            while True:
-                entries = self.redis.xrange(stream, "-", "+", count=CHUNK * 5)
-                old = []
-                for entry in entries:
-                    if float(entry[1][b"ts"]) >= cutoff:
-                        break
-                    old.append(entry)
-                if not old:
+        rooms = [raw.decode() for raw in self.redis.zrange(ROOMS_KEY, 0, -1)]
+        for start in range(0, len(rooms), CHUNK * 5):  # each room's first entry, in one trip
+            some = rooms[start:start + CHUNK * 5]
+            pipe = self.redis.pipeline(transaction=False)
+            for room in some:
+                pipe.xrange(STREAM_PREFIX + room, "-", "+", count=1)
+            for room, first in zip(some, pipe.execute()):
+                if not first or float(first[0][1][b"ts"]) < cutoff:
+                    removed += self._prune_room(room, cutoff)
+        return removed
+
+    def _prune_room(self, room, cutoff):
+        stream, ids = STREAM_PREFIX + room, IDS_PREFIX + room
+        removed = 0
+        while True:
+            entries = self.redis.xrange(stream, "-", "+", count=CHUNK * 5)
+            old = []
+            for entry in entries:
+                if float(entry[1][b"ts"]) >= cutoff:
                     break
-                pipe = self.redis.pipeline(transaction=False)
-                # The ids go first: an id whose message is gone reads as "no such message".
-                pipe.hdel(ids, *[f[b"msgid"] for _, f in old])
-                pipe.xtrim(stream, minid=id_of(seq_of(old[-1][0]) + 1), approximate=False)
-                removed += pipe.execute()[1]
-                if len(old) < len(entries):
-                    break
-            self._forget(keys=[ROOMS_KEY, stream, ids], args=[room])
+                old.append(entry)
+            if not old:
+                break
+            pipe = self.redis.pipeline(transaction=False)
+            # The ids go first: an id whose message is gone reads as "no such message".
+            pipe.hdel(ids, *[f[b"msgid"] for _, f in old])
+            pipe.xtrim(stream, minid=id_of(seq_of(old[-1][0]) + 1), approximate=False)
+            removed += pipe.execute()[1]
+            if len(old) < len(entries):
+                break
+        self._forget(keys=[ROOMS_KEY, stream, ids], args=[room])
         return removed
 
     # -- reads -----------------------------------------------------------------------------------
