@@ -190,6 +190,39 @@ def test_redis_stream_store_methods(redis_server):
     store.close()
 
 
+class _Room:
+    name = "lobby"
+
+
+class _Member:
+    name = "ann"
+    prefix = "ann!~native@127.0.0.1"
+    plain = True
+
+
+def test_history_over_redis_in_the_threadpool_when_not_patched(redis_server):
+    """Outside a cluster node (no monkey-patching) the store's calls run in gevent's threadpool,
+    as SQLite's do; the queue, batches and reads work the same."""
+    import gevent
+
+    from chatroom.store.history import History
+    from chatroom.store.redis_history import RedisStreamStore
+
+    store = RedisStreamStore(redis_server.url)
+    history = History(store, window=0.001)
+    assert not store.cooperative and not history.cooperative
+    history.start()
+    history.record(_Room, _Member, ["x", "y"], [(time.time(), "1-a"), (time.time(), "1-b")])
+    deadline = time.monotonic() + WAIT
+    while history.written < 2:
+        assert time.monotonic() < deadline
+        gevent.sleep(0.005)
+    assert [m.text for m in history.latest("lobby", 10)] == ["x", "y"]
+    assert [m.text for m in history.after("lobby", 10, "1-a")] == ["y"]
+    history.stop()
+    store.close()
+
+
 # -- two nodes, one history ----------------------------------------------------------------------
 
 def test_two_nodes_share_one_rooms_history(node, clients, redis_server):
