@@ -47,7 +47,7 @@ from .history import READERS, Message
 
 log = logging.getLogger("chatroom.history")
 
-PREFIX = "chatroom:"
+PREFIX = "chatroom:"  #: the cluster's key prefix (chatroom/cluster/scripts.py KEY_PREFIX)
 STREAM_PREFIX = PREFIX + "history:"
 IDS_PREFIX = PREFIX + "history-ids:"
 ROOMS_KEY = PREFIX + "history-rooms"
