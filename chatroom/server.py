@@ -155,12 +155,18 @@ def _settings(argv):
 
 
 def _keep_history(server, args):
-    """Record every room message under ``--data-dir`` and replay it (chatroom/store/history.py)."""
+    """Record every room message and replay it (chatroom/store/history.py): under ``--data-dir``,
+    or with ``--redis`` in Redis Streams every node of the cluster writes and reads."""
     from .store.history import History, SqliteStore
     from .codec.native import Encoder as NativeEncoder, format_notice
 
-    directory = args.data_dir or settings.default_data_dir()
-    store = SqliteStore(directory, args.history_max, args.history_days)
+    if args.redis:
+        from .store.redis_history import RedisStreamStore
+
+        store = RedisStreamStore(args.redis, args.history_max, args.history_days)
+    else:
+        directory = args.data_dir or settings.default_data_dir()
+        store = SqliteStore(directory, args.history_max, args.history_days)
 
     def on_status(up):
         if up:
@@ -173,7 +179,7 @@ def _keep_history(server, args):
                 registry.reply(member, line)
 
     server.history = History(store, args.scrollback, on_status)
-    # Cluster nodes may share the store with other processes: read it, never a tail kept here.
+    # Every node of a cluster writes the shared streams: a tail kept here would miss the others'.
     server.history.cache = not args.redis
     server.registry.on_message = server.history.record
 

@@ -176,7 +176,8 @@ SETTINGS = (
     # -- storage and history ------------------------------------------------------------------
     Setting("data-dir", None, "directory of the server's files (accounts, bans, history); none: "
             "$XDG_STATE_HOME/chatroom or ~/.local/state/chatroom", metavar="DIR", group="storage"),
-    Setting("history", "on", "keep every room message in DIR/history.sqlite3 and replay it",
+    Setting("history", "on", "keep every room message in DIR/history.sqlite3 (with --redis: in "
+            "Redis streams every node shares) and replay it",
             choices=("on", "off"), group="storage"),
     Setting("history-max", 10000, "messages kept per room, 0 = no limit", _non_negative_int,
             group="storage"),

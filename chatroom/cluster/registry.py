@@ -203,6 +203,8 @@ class ClusterRegistry(Registry):
             room = member.room
         skip = None if member.encoder.echo else member
         stamp = self.stamp()
+        if self.on_message is not None:  # the history: what is said on this node, once
+            self.on_message(room, member, (text,), (stamp,), notice)
         for encoder, members in room.fan:
             data = encoder.msg(room, member, text, stamp, notice, tags)
             if data is not None:
@@ -214,6 +216,8 @@ class ClusterRegistry(Registry):
         room = member.room
         skip = None if member.encoder.echo else member
         stamps = [self.stamp() for _ in texts]
+        if self.on_message is not None:
+            self.on_message(room, member, texts, stamps, False)
         for encoder, members in room.fan:
             data = encoder.msg_batch(room, member, texts, stamps)
             if data is not None:

@@ -1,4 +1,5 @@
-"""Room history: every message said in a room, kept in SQLite under ``--data-dir``.
+"""Room history: every message said in a room, kept in SQLite under ``--data-dir`` (or, on a
+cluster node, in Redis Streams shared by every node: :mod:`chatroom.store.redis_history`).
 
 Two halves:
 
@@ -272,6 +273,7 @@ class History:
         self._wake = gevent.event.Event()
         self._readers = gevent.lock.BoundedSemaphore(READERS)
         self._pool = gevent.get_hub().threadpool
+        self.cooperative = getattr(store, "cooperative", False)
         self._writer = None
         self._stopping = False
         self._pruned = 0.0
@@ -346,7 +348,11 @@ class History:
         self.on_status(up)
 
     def _call(self, fn, *args):
-        """Run blocking ``fn`` in a thread; this greenlet waits, the loop runs on."""
+        """Run blocking ``fn`` in a thread; this greenlet waits, the loop runs on. A
+        ``cooperative`` store (its sockets are gevent's: Redis on a cluster node) is called
+        right here instead, so that its client is only ever used on the loop's thread."""
+        if self.cooperative:
+            return fn(*args)
         ok, value = self._pool.spawn(_catching, fn, *args).get()
         if not ok:
             raise value
