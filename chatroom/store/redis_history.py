@@ -43,7 +43,7 @@ import urllib.parse
 
 import gevent.monkey
 
-from .history import READERS, Message
+from .history import READERS, Message, shown_window
 
 log = logging.getLogger("chatroom.history")
 
@@ -276,12 +276,14 @@ class RedisStreamStore:
             start = "(" + entries[-1][0].decode()
 
     def _first_at(self, room, ts):
-        """The first message (in seq order) stamped at or after ``ts``."""
-        return self._scan(room, _ms_id(ts - SKEW), True, lambda m: m.ts >= ts)
+        """The first message (in seq order) shown at or after ``ts`` (to the millisecond)."""
+        start = shown_window(ts)[0]
+        return self._scan(room, _ms_id(ts - SKEW), True, lambda m: m.ts >= start)
 
     def _last_at(self, room, ts):
-        """The last message (in seq order) stamped at or before ``ts``."""
-        return self._scan(room, _ms_id(ts + SKEW), False, lambda m: m.ts <= ts)
+        """The last message (in seq order) shown at or before ``ts`` (to the millisecond)."""
+        end = shown_window(ts)[1]
+        return self._scan(room, _ms_id(ts + SKEW), False, lambda m: m.ts < end)
 
     def seq_at(self, room, ts):
         """The seq of the first message of ``room`` at or after time ``ts`` (or past the end)."""
