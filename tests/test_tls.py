@@ -295,3 +295,31 @@ def test_the_web_listener_over_tls_serves_the_page_and_wss(start_server, pki, cl
     except ConnectionResetError:
         pass
     junk.close()
+
+
+def test_handshakes_under_way_count_against_the_per_address_limit(start_server, pki, clients):
+    # A deadline far longer than this test waits: what closes the extra socket is the limit.
+    server = start_server("--tls-port", 0, "--max-per-ip", 3, "--tls-handshake-timeout", 60,
+                          *pki.flags())
+    port = tls_port(server)
+    stalled = [socket.create_connection(("127.0.0.1", port), WAIT) for _ in range(3)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", port), WAIT)
+        extra.settimeout(WAIT)
+        assert extra.recv(100) == b""  # closed at once, without a handshake
+        extra.close()
+        server.wait_for(r"Refused 127\.0\.0\.1:\d+: too-many-connections \(before the TLS handshake\)$")
+        stalled.pop().close()  # one staller gives up: its place is free again
+        wait_until(lambda: _tls_connects(port, pki))
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def _tls_connects(port, pki):
+    try:
+        c = LineClient(port, tls=pki.client())
+    except (OSError, AssertionError, EOFError):
+        return False
+    c.close()
+    return True

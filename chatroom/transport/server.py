@@ -78,8 +78,24 @@ class Listener(StreamServer):
                 # Not worth a handshake; a plain-text BYE would be junk to a TLS client.
                 log.warning("Refused %s: banned (before the TLS handshake)", format_addr(address))
                 return
-            conn = handshake(server.tls_context, sock, format_addr(address),
-                             server.tls_handshake_timeout)
+            # A handshake under way counts against --max-per-ip like a connection: one address
+            # cannot fill the accept pool with handshakes that never finish.
+            ip = address[0]
+            shaking = server.handshaking
+            if server.max_per_ip and server.per_ip.get(ip, 0) + shaking.get(ip, 0) >= server.max_per_ip:
+                log.warning("Refused %s: too-many-connections (before the TLS handshake)",
+                            format_addr(address))
+                server.refusals["too-many-connections"] += 1
+                return
+            shaking[ip] = shaking.get(ip, 0) + 1
+            try:
+                conn = handshake(server.tls_context, sock, format_addr(address),
+                                 server.tls_handshake_timeout)
+            finally:
+                if shaking[ip] > 1:
+                    shaking[ip] -= 1
+                else:
+                    del shaking[ip]
             if conn is None:
                 return
         if self.server.accept(conn, address, self.client_class):
@@ -138,6 +154,7 @@ class ChatServer:
         self.listeners = []
         self.clients = {}  # Client -> None, in connection order
         self.per_ip = {}  # ip -> open connections
+        self.handshaking = {}  # ip -> TLS handshakes under way (not yet in per_ip)
         self.stopping = False
         self.started = None  #: time.time() at start, for IRC's 003
         self.peak_users = 0  #: most members seen at once (IRC's LUSERS)
