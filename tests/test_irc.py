@@ -312,6 +312,43 @@ def test_malformed_lines_get_fail_and_the_connection_stays(irc_server, irc):
     assert bob.sync() == []  # nothing of the refused lines
 
 
+def test_messages_sent_at_once_arrive_whole_and_in_order(irc_server, irc, clients):
+    """A read's PRIVMSGs to one channel go out as one fan-out; nothing is lost, reordered, or
+    let through that a line on its own would not be."""
+    server = irc_server()
+    alice = irc(server, "alice", caps=("echo-message",))
+    bob = irc(server, "bob")
+    in_channel("#dev", alice, bob)
+    in_channel("#ops", alice, bob)
+    native = clients(server)
+    native_in("dev", native)
+    settle(alice, bob)
+    burst = (b"PRIVMSG #dev :one\r\n"
+             b"PRIVMSG #dev :\x02two\x02 bold\r\n"
+             b"PRIVMSG #dev :red \x1b[31malert\r\n"          # refused in its place
+             b"PRIVMSG #ops :elsewhere\r\n"                  # another channel in between
+             b"PRIVMSG #dev :three\r\n"
+             b"PRIVMSG #dev,#ops :to both\r\n"               # a list: on its own
+             b"PRIVMSG #nowhere :lost\r\n"
+             b"PRIVMSG #dev :four\r\n")
+    alice.send_raw(burst)
+    got = [(line.command, line.params) for line in alice.sync()]
+    assert got == [("PRIVMSG", ["#dev", "one"]), ("PRIVMSG", ["#dev", "\x02two\x02 bold"]),
+                   ("FAIL", ["PRIVMSG", "BAD_TEXT", got[2][1][2]]),
+                   ("PRIVMSG", ["#ops", "elsewhere"]), ("PRIVMSG", ["#dev", "three"]),
+                   ("PRIVMSG", ["#dev", "to both"]), ("PRIVMSG", ["#ops", "to both"]),
+                   ("403", ["alice", "#nowhere", "No such channel"]),
+                   ("PRIVMSG", ["#dev", "four"])]
+    assert [(line.params[0], line.params[1]) for line in bob.sync()] == [
+        ("#dev", "one"), ("#dev", "\x02two\x02 bold"), ("#ops", "elsewhere"), ("#dev", "three"),
+        ("#dev", "to both"), ("#ops", "to both"), ("#dev", "four")]
+    assert native.sync() == ["MSG dev alice one", "MSG dev alice two bold", "MSG dev alice three",
+                             "MSG dev alice to both", "MSG dev alice four"]
+    alice.send_raw(b"".join(b"PRIVMSG #dev :m%d\r\n" % i for i in range(200)))
+    assert [line.params[1] for line in alice.sync()] == [f"m{i}" for i in range(200)]  # echoes
+    assert [line.params[1] for line in bob.sync()] == [f"m{i}" for i in range(200)]
+
+
 # == 2. commands ===================================================================================
 
 def test_one_client_joins_at_most_100_channels(irc_server, irc):

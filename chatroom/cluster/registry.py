@@ -211,9 +211,10 @@ class ClusterRegistry(Registry):
                 self._fanout(members, data, skip)
         self.link.publish(records.msg(room.name, member, text, notice, tags, stamp))
 
-    def say_batch(self, member, texts):
+    def say_batch(self, member, texts, room=None):
         """As :meth:`Registry.say_batch`: one local fan-out; other nodes get a record a message."""
-        room = member.room
+        if room is None:
+            room = member.room
         skip = None if member.encoder.echo else member
         stamps = [self.stamp() for _ in texts]
         if self.on_message is not None:

@@ -295,7 +295,11 @@ class Encoder:
         return f"MSG {room.name} {sender.name} {text}\n".encode("utf-8")
 
     def msg_batch(self, room, sender, texts, stamps):
-        """Several messages of one sender as one buffer (its texts are plain and checked)."""
+        """Several messages of one sender as one buffer (its texts checked; IRC's made plain)."""
+        if not sender.plain:
+            texts = [text for text in map(irc.plain_text, texts) if text]
+            if not texts:
+                return None
         head = f"MSG {room.name} {sender.name} "
         return (head + ("\n" + head).join(texts) + "\n").encode("utf-8")
 

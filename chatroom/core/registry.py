@@ -302,9 +302,11 @@ class Registry:
             if data is not None:
                 self._fanout(members, data, skip)
 
-    def say_batch(self, member, texts):
-        """``member`` says each of ``texts`` in its room: one fan-out of the joined lines."""
-        room = member.room
+    def say_batch(self, member, texts, room=None):
+        """``member`` says each of ``texts`` in ``room`` (its own room by default): one fan-out
+        of the joined lines."""
+        if room is None:
+            room = member.room
         skip = None if member.encoder.echo else member
         recorder = self.on_message
         stamps = [self.stamp() for _ in texts] if room.stamped or recorder is not None else None

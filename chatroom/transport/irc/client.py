@@ -31,7 +31,8 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
     """One IRC connection. Until registration completes it is not in the registry."""
 
     __slots__ = ("encoder", "channels", "user", "realname", "caps", "registered", "negotiating",
-                 "pending_nick", "away", "modes", "signon", "sasl", "cap_version")
+                 "pending_nick", "away", "modes", "signon", "sasl", "cap_version", "batch",
+                 "batch_room")
 
     multi = True
     plain = False  # its text may carry IRC formatting, stripped for terminal users
@@ -52,6 +53,8 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         self.signon = int(time.time())
         self.sasl = None  #: a SASL exchange under way: the base64 so far ("" at its start)
         self.cap_version = 0  #: the version of CAP LS (302: capabilities show their values)
+        self.batch = None  #: texts of this read's PRIVMSGs to ``batch_room``, said at its end
+        self.batch_room = None
 
     def joined(self):
         return self.channels
@@ -119,12 +122,55 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
                 return None
             # A word no command could be (PRIV-MSG, NO_SUCH): answered as an unknown command.
             msg = irc.Message(err.tags, None, err.command, [])
+        if msg.command == "PRIVMSG" and not msg.tags and self._batched(server, msg.params):
+            return None
+        if self.batch:
+            self.run_batch(server)
         if CAP in self.caps and "label" in msg.tags:
             to_self = (msg.command in ("PRIVMSG", "NOTICE", "TAGMSG") and msg.params
                        and self.nick and irc.casefold(msg.params[0]) == irc.casefold(self.nick))
             return run_labeled(self, server, msg.tags["label"], lambda: self._run(server, msg),
                                bool(to_self))
         return self._run(server, msg)
+
+    def _batched(self, server, params):
+        """Collect a plain ``PRIVMSG #channel :text`` that may be said: this read's run of them
+        to one channel goes out as one fan-out (:meth:`run_batch`). False: run it as any line."""
+        if len(params) != 2 or not params[1] or not self.registered:
+            return False
+        target = params[0]
+        if not target.startswith("#") or "," in target:
+            return False
+        room = self._room(server, target)
+        if room is None or room not in self.channels or not self._may_speak(room):
+            return False
+        try:
+            text = irc.check_text(params[1])
+        except irc.IrcError:
+            return False  # run as a line, it gets its FAIL in its place
+        if self.batch:
+            if self.batch_room is room:
+                self.batch.append(text)
+                return True
+            self.run_batch(server)
+        self.batch = [text]
+        self.batch_room = room
+        return True
+
+    def run_batch(self, server):
+        """Say this read's run of messages to one channel as one fan-out (in order, before
+        anything else the client says or hears from here)."""
+        texts = self.batch
+        if not texts:
+            return
+        room = self.batch_room
+        self.batch = self.batch_room = None
+        if self.closing or room not in self.channels:
+            return
+        if len(texts) == 1:
+            server.registry.say(self, texts[0], room)
+        else:
+            server.registry.say_batch(self, texts, room)
 
     def _run(self, server, msg):
         command = msg.command
