@@ -257,6 +257,20 @@ def test_irc_sasl_after_registration_hands_them_over_at_once(start_server, clien
         eve.close()
 
 
+def test_irc_echo_message_echoes_a_kept_message(start_server, clients):
+    server = start_server("--irc-port", 0)
+    register_and_leave(clients, server, "carl", "carl's password")
+    bob = irc_connect(server)
+    try:
+        bob.register("bob", caps=("echo-message",))
+        bob.send("PRIVMSG carl :kept and echoed")
+        echo = bob.expect("PRIVMSG")
+        assert echo.source.startswith("bob!") and echo.params == ["carl", "kept and echoed"]
+        assert bob.expect("NOTICE").params[1].startswith("carl is offline")
+    finally:
+        bob.close()
+
+
 # -- cluster --------------------------------------------------------------------------------------
 
 def test_kept_in_redis_on_one_node_and_handed_over_on_another(node, clients):  # noqa: F811

@@ -24,10 +24,23 @@ def keep(server, sender, who, text, notice=False):
     accounts = server.accounts
     if accounts is None or not accounts.is_registered(who) or not server.registry.sees_everyone:
         return False
-    when, msgid = server.registry.stamp()
-    accounts.keep(who, Kept(when, msgid, sender.name, sender.prefix, text, notice, sender.plain))
+    stamp = server.registry.stamp()
+    accounts.keep(who, Kept(*stamp, sender.name, sender.prefix, text, notice, sender.plain))
     log.info("%s left a message for %s (offline)", sender.name, who)
+    if sender.encoder.echo and not sender.closing:  # IRC echo-message: the message was accepted
+        data = sender.encoder.tell(sender, Absent(who), text, stamp, notice, None)
+        if data is not None:
+            server.registry.send(sender, data)
     return True
+
+
+class Absent:
+    """The offline recipient of a kept message, for the encoders (an echo names it)."""
+
+    __slots__ = ("name", "ircnick")
+
+    def __init__(self, name):
+        self.name = self.ircnick = name
 
 
 def deliver(server, client):
