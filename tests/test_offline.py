@@ -24,7 +24,7 @@ TELLHIST_RE = re.compile(r"TELLHIST (\S+) (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}
 def named(clients, server, nick):
     c = clients(server)
     c.send(f"NICK {nick}")
-    assert c.sync() == [f"NICK {c.id} {nick}"]
+    c.expect(f"NICK {c.id} {nick}")  # others' comings and goings may come first (other nodes)
     return c
 
 
@@ -47,7 +47,9 @@ def login(clients, server, nick, password):
     """A new client logs in to ``nick``; returns it and the lines after its ``ACCOUNT``."""
     c = clients(server)
     c.send(f"LOGIN {nick} {password}")
-    lines = c.sync()
+    mine = f"NICK {c.id} {nick}"
+    lines = [line for line in c.sync()
+             if line == mine or not line.startswith(("JOIN ", "PART ", "NICK "))]
     assert lines[:2] == [f"NICK {c.id} {nick}", f"ACCOUNT {nick}"], lines
     return c, lines[2:]
 
