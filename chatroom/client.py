@@ -135,6 +135,8 @@ def describe(event):
         return "* Rooms: " + (", ".join(_room_count(entry) for entry in args) or "none")
     if name == "HIST" and n == 5:
         return f"[{args[0]} {_local_time(args[2])}] {args[3]}: {args[4]}"
+    if name == "TELLHIST" and n == 4:
+        return f"[private {_local_time(args[1])}] {args[2]}: {args[3]}"
     if name == "NOTICE" and n == 2:
         return f"* {args[1]} ({args[0]})"
     if name == "ACCOUNT" and n == 1:
@@ -155,6 +157,8 @@ def _local_time(stamp):
 
 #: Shown after a room's history when there was any: what follows is live.
 HISTORY_END = "---- {room}: earlier messages above, live from here ----"
+#: Shown after the private messages kept while you were offline.
+KEPT_END = "---- kept private messages above, live from here ----"
 
 
 def _room_count(entry):
@@ -631,6 +635,8 @@ class ChatClient:
                 conn.send("LOGIN", self.nick, self.password)
             elif self.nick:
                 conn.send("NICK", self.nick)
+        elif name == "TELLHISTEND":
+            self.console.show(KEPT_END)
         elif name == "HISTEND":
             if conn.history_shown:
                 self.console.show(HISTORY_END.format(room=args[0] if args else "?"))

@@ -9,7 +9,11 @@ calls them from the asking client's greenlet (``cooperative``) rather than from 
 Registration is atomic across nodes (``HSETNX``).
 
 Keys: ``chatroom:accounts`` (hash: key -> JSON name and password hash), ``chatroom:bans`` (hash:
-``kind value`` -> JSON until, reason, by); channel ``chatroom:accounts:changes``.
+``kind value`` -> JSON until, reason, by), ``chatroom:offline:<key>`` (list, oldest first: the
+private messages kept for an offline account, each a JSON array of :class:`Kept`'s fields);
+channel ``chatroom:accounts:changes``. Keeping is one script (the bound is checked and the message
+pushed atomically) and taking one ``MULTI`` (read and delete), so two nodes never hand out the
+same message.
 """
 
 import json
@@ -19,11 +23,20 @@ import time
 import gevent
 import redis
 
+from .store import Kept
+
 log = logging.getLogger("chatroom.accounts")
 
 ACCOUNTS = "chatroom:accounts"
 BANS = "chatroom:bans"
 CHANGES = "chatroom:accounts:changes"
+OFFLINE_PREFIX = "chatroom:offline:"
+#: KEYS[1] the account's list, ARGV[1] the message, ARGV[2] the most that may wait: 1 if pushed.
+SCRIPT_KEEP = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return 1
+"""
 #: Seconds between attempts to listen for changes again after Redis went away.
 RETRY = 1.0
 
@@ -71,6 +84,17 @@ class RedisStore:
         removed = self.redis.hdel(BANS, f"{kind} {value}") > 0
         self.redis.publish(CHANGES, json.dumps({"unban": [kind, value]}))
         return removed
+
+    def keep(self, key, message, limit):
+        return bool(self.redis.eval(SCRIPT_KEEP, 1, OFFLINE_PREFIX + key,
+                                    json.dumps(list(message)), limit))
+
+    def take(self, key):
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lrange(OFFLINE_PREFIX + key, 0, -1)
+        pipe.delete(OFFLINE_PREFIX + key)
+        raw, _ = pipe.execute()
+        return [Kept(*json.loads(item)) for item in raw]
 
     def listen(self, on_change, on_connect):
         """Call ``on_change(change)`` for every notice from any node, in a greenlet, until closed;

@@ -33,6 +33,10 @@ QUEUE_LIMIT = 64
 FAILS_PER_ACCOUNT = 5
 FAILS_PER_ADDRESS = 20
 FAIL_WINDOW = 60.0
+#: Most private messages kept for one offline account (docs/protocol.md, "Messages to an offline
+#: account"); past it the sender gets ``ERR mailbox-full``. It bounds what anyone can make the
+#: store hold for one account (100 lines of at most --max-line bytes).
+MAILBOX_MAX = 100
 
 
 class FailureLimit:
@@ -74,6 +78,8 @@ class Accounts:
         self.cpu = ThreadPool(hash_threads)
         self.slots = BoundedSemaphore(queue_limit)
         self.errors = getattr(store, "errors", ())  #: what a store that may be away raises
+        #: what any store call may raise when the store fails: answered ``accounts-unavailable``
+        self.failures = self.errors + getattr(store, "failures", ())
         self.names = set()  #: every account's key: read at start, kept up to date here after
         self.bans = {}  #: (kind, value) -> (until or None, reason): every ban, likewise
         try:
@@ -100,7 +106,7 @@ class Accounts:
                 with self.slots:
                     return getattr(self.store, method)(*args)
             return self.run(self.io, getattr(self.store, method), *args)
-        except self.errors as err:
+        except self.failures as err:
             log.warning("Accounts: store unavailable (%s)", err)
             raise ProtocolError("accounts-unavailable", "accounts are unavailable; try again later") from None
 
@@ -172,6 +178,20 @@ class Accounts:
             log.info("Failed login to %s from %s", shown, address)
             raise ProtocolError("login-failed", "no such account, or wrong password")
         return record[0]
+
+    # -- messages to offline accounts -----------------------------------------------------------
+
+    def keep(self, account, message, limit=MAILBOX_MAX):
+        """Keep ``message`` (a :class:`~chatroom.accounts.store.Kept`) for the registered
+        ``account`` until it logs in; ProtocolError ``mailbox-full`` when ``limit`` wait already,
+        ``accounts-unavailable`` when the store fails."""
+        if not self.store_call("keep", account.casefold(), message, limit):
+            raise ProtocolError("mailbox-full", f"{limit} messages already wait for '{account}'; "
+                                "not kept")
+
+    def take(self, account):
+        """The messages kept for ``account``, oldest first, and gone from the store."""
+        return self.store_call("take", account.casefold())
 
     # -- bans ----------------------------------------------------------------------------------
 

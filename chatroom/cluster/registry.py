@@ -244,6 +244,11 @@ class ClusterRegistry(Registry):
                 return target
         return super().tell(member, who, text, notice, tags)
 
+    @property
+    def sees_everyone(self):
+        """Only while linked: cut off, a name not found here may be someone's on another node."""
+        return self.link.up
+
     def _locate(self, who):
         """The member of another node called ``who``, as a :class:`Remote`, or None."""
         ids = [who]

@@ -236,6 +236,15 @@ def format_histend(room):
     return _line("HISTEND", room)
 
 
+def format_tellhist(msgid, when, sender, text):
+    """One private message kept while you were offline (``TELL`` shaped like ``HIST``)."""
+    return f"TELLHIST {msgid} {when} {sender} {text}\n".encode("utf-8")
+
+
+def format_tellhistend():
+    return b"TELLHISTEND\n"
+
+
 def format_notice(code, text):
     return _line("NOTICE", code, text)
 
@@ -252,6 +261,7 @@ class Event:
 _EVENT_FIELDS = {
     "HELLO": 2, "MSG": 2, "TELL": 1, "JOIN": 2, "PART": 2, "NICK": 2,
     "PING": 0, "PONG": 0, "ERR": 1, "BYE": 0, "HIST": 4, "HISTEND": 0, "NOTICE": 1,
+    "TELLHIST": 3, "TELLHISTEND": 0,
 }
 
 

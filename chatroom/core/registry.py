@@ -129,6 +129,10 @@ class Room:
 class Registry:
     """Rooms, members and nicknames of one server; fans events out into outboxes."""
 
+    #: Whether a name :meth:`tell` does not find is surely nobody's on the whole chat (a cluster
+    #: node cut off from the others sees only its own members).
+    sees_everyone = True
+
     def __init__(
         self,
         outbox_limit=settings.default("outbox-limit"),

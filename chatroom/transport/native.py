@@ -4,11 +4,12 @@ import ipaddress
 import logging
 import re
 
-from ..codec import native
+from ..codec import irc, native
 from ..codec.text import BAD_TEXT_RE
 from ..codec.lines import NO_LINE_END_LIMIT, LineFramer
 from .connection import Client
 from .history import native_lines, replay
+from . import offline
 
 
 #: What no message text may contain, ``\n`` aside: a batch of messages is checked as one text
@@ -83,7 +84,7 @@ class NativeClient(Client):
             if name == "SEND":
                 registry.say(self, cmd.args[0])
             elif name == "TELL":
-                registry.tell(self, *cmd.args)
+                self.tell(server, *cmd.args)
             elif name == "NICK":
                 self.check_nick_free(server, cmd.args[0])
                 if server.accounts is not None and server.accounts.banned("nick", cmd.args[0]):
@@ -143,6 +144,26 @@ class NativeClient(Client):
             return
         registry.say_batch(self, text.split("\n"))
 
+    def tell(self, server, who, text):
+        """TELL: to whoever has the name; to an offline account, kept until it logs in."""
+        try:
+            server.registry.tell(self, who, text)
+        except native.ProtocolError as err:
+            if err.code != "no-such-nick" or not offline.keep(server, self, who, text):
+                raise
+            if not self.closing:
+                server.registry.reply(self, native.format_notice(
+                    "kept", f"{who} is offline; they get your message when they log in"))
+
+    def kept_lines(self, server, messages):
+        """Messages kept while this account was offline: ``TELLHIST`` lines and ``TELLHISTEND``."""
+        out = []
+        for m in messages:
+            text = m.text if m.plain else irc.plain_text(m.text)
+            if text:
+                out.append(native.format_tellhist(m.msgid, irc.format_time(m.ts), m.sender, text))
+        return b"".join(out) + native.format_tellhistend() if out else b""
+
     def page(self, server, count, before):
         """``HISTORY``: up to ``count`` messages of this room before ``before`` (or the latest).
 
@@ -198,6 +219,8 @@ class NativeClient(Client):
                 raise native.ProtocolError("nick-taken", f"nickname '{account}' is in use")
             registry.set_nick(self, account)
         registry.reply(self, native.format_account(account))
+        if name == "LOGIN":  # (a new account has nothing waiting)
+            offline.deliver(server, self)
 
     # -- moderation ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import logging
 from ...codec import irc
 from ...codec.native import ProtocolError
 from ...codec.text import NAME_RE
+from .. import offline
 
 log = logging.getLogger("chatroom.server")
 
@@ -103,6 +104,8 @@ class AccountCommands:
             self.reply(server, "903", "SASL authentication successful")
             if server.ban_reason(self):
                 server.enforce_bans()
+            elif self.registered:  # else after the welcome (_try_register)
+                offline.deliver(server, self)
 
     def _logged_in(self, server, account):
         self.account = account

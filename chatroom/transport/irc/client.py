@@ -14,6 +14,7 @@ from ...codec import irc
 from ...codec.irc_events import encoder_for
 from ...codec.native import ProtocolError
 from ...codec.text import NAME_RE, check_printable
+from .. import offline
 from ..connection import Client
 from .accounts import MECHANISMS, AccountCommands
 from .channels import ChannelCommands
@@ -356,6 +357,8 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
             self.reply(server, "005", *tokens[start:start + 12], "are supported by this server")
         self._lusers(server)
         self._motd(server)
+        if self.account is not None:  # logged in with SASL before registering
+            offline.deliver(server, self)
 
     # -- information -----------------------------------------------------------------------------
 

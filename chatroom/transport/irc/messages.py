@@ -1,7 +1,10 @@
 """IRC messages and presence: PRIVMSG, NOTICE, TAGMSG and AWAY."""
 
+import time
+
 from ...codec import irc
 from ...codec.native import ProtocolError
+from .. import offline
 from .isupport import AWAYLEN, MAX_TARGETS
 
 
@@ -43,14 +46,53 @@ class MessageCommands:
             else:
                 try:  # the registry finds the nick (in a cluster, on any server)
                     other = registry.tell(self, target, text, notice, tags)
-                except ProtocolError:
-                    if not notice:
-                        self.reply(server, "401", target, "No such nick/channel")
+                except ProtocolError as err:
+                    if not notice:  # a NOTICE is never kept: nothing may answer it
+                        self._offline(server, err, target, text)
                     continue
                 away = getattr(other, "away", None)
                 if away and not notice:
                     self.reply(server, "301", other.ircnick, away)
         return None
+
+    def _offline(self, server, err, target, text):
+        """A PRIVMSG to nobody online: kept if ``target`` is an account (a NOTICE from the server
+        says so), else 401 as before. A CTCP request (not ``/me``) is never kept: nobody could
+        answer it later."""
+        ctcp = text.startswith("\x01") and not text.startswith("\x01ACTION")
+        try:
+            kept = err.code == "no-such-nick" and not ctcp and offline.keep(server, self, target, text)
+        except ProtocolError as failure:  # mailbox-full, accounts-unavailable
+            self.reply(server, "400", "PRIVMSG", failure.text)
+            return
+        if not kept:
+            self.reply(server, "401", target, "No such nick/channel")
+        elif not self.closing:
+            server.registry.reply(self, irc.format_message(
+                "NOTICE", self.ircnick, f"{target} is offline; they get your message when they log in",
+                source=server.server_name))
+
+    def kept_lines(self, server, messages):
+        """Messages kept while this account was offline, as the PRIVMSGs they were, from their
+        senders: times in a ``time`` tag with server-time, else in brackets before the text."""
+        out = []
+        for m in messages:
+            tags = {}
+            text = m.text
+            if "server-time" in self.caps:
+                tags["time"] = irc.format_time(m.ts)
+            else:
+                when = time.strftime("[%Y-%m-%d %H:%M UTC]", time.gmtime(m.ts))
+                if text.startswith("\x01ACTION "):
+                    text = f"\x01ACTION {when} {text[8:]}"
+                else:
+                    text = f"{when} {text}"
+            if "message-tags" in self.caps:
+                tags["msgid"] = m.msgid
+            out.append(irc.fit_line(irc.format_message("NOTICE" if m.notice else "PRIVMSG",
+                                                       self.ircnick, text, source=m.source,
+                                                       tags=tags or None)))
+        return b"".join(out)
 
     def _may_speak(self, room):
         if room not in self.channels:
