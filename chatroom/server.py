@@ -182,6 +182,7 @@ def _keep_history(server, args):
     # Every node of a cluster writes the shared streams: a tail kept here would miss the others'.
     server.history.cache = not args.redis
     server.registry.on_message = server.history.record
+    server.registry.on_private = server.history.record_private
 
 
 class StartupError(Exception):

@@ -106,9 +106,9 @@ def test_history_pages_back(start_server, clients, tmp_path):
     b.send("HISTORY 5 1a0000000-1")
     assert b.recv_line() == "ERR no-such-message no message 1a0000000-1 in lobby"
     b.send("HISTORY 0")
-    assert b.recv_line() == "ERR bad-argument usage: HISTORY [<count>] [<before-id>], count 1 or more"
+    assert b.recv_line() == "ERR bad-argument usage: HISTORY [@<nick>] [<count>] [<before-id>], count 1 or more"
     b.send("HISTORY 5 not-an-id extra")
-    assert b.recv_line() == "ERR bad-argument usage: HISTORY [<count>] [<before-id>]"
+    assert b.recv_line() == "ERR bad-argument usage: HISTORY [@<nick>] [<count>] [<before-id>]"
 
 
 def test_history_off_says_so(server, clients):
@@ -152,8 +152,8 @@ def test_retention_by_count_and_a_graceful_restart(start_server, clients, tmp_pa
 def test_retention_by_age(start_server, clients, tmp_path):
     store = SqliteStore(str(tmp_path))
     now = time.time()
-    store.write([("1-1", now - 3 * 86400, "lobby", "old", "old!~native@x", "three days ago", 0, 1),
-                 ("1-2", now - 3600, "lobby", "new", "new!~native@x", "an hour ago", 0, 1)])
+    store.write([("1-1", now - 3 * 86400, "lobby", "old", "old!~native@x", "three days ago", 0, 1, ""),
+                 ("1-2", now - 3600, "lobby", "new", "new!~native@x", "an hour ago", 0, 1, "")])
     server = history_server(start_server, tmp_path, "--history-days", "2")
     c, seen = connect(server, clients)
     assert [(f, t) for _, _, _, f, t in seen] == [("new", "an hour ago")]
@@ -365,3 +365,58 @@ def test_what_is_said_during_a_read_is_live_not_history_and_is_kept_in_the_tail(
     finally:
         store.go.set()
         history.stop()
+
+
+def test_a_database_from_before_private_history_gains_its_column(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    db.executescript("""
+        CREATE TABLE messages (seq INTEGER PRIMARY KEY, msgid TEXT NOT NULL, ts REAL NOT NULL,
+            room TEXT NOT NULL, sender TEXT NOT NULL, source TEXT NOT NULL, text TEXT NOT NULL,
+            notice INTEGER NOT NULL DEFAULT 0, plain INTEGER NOT NULL DEFAULT 1);
+        INSERT INTO messages (msgid, ts, room, sender, source, text)
+            VALUES ('1-1', 1.5, 'lobby', 'ann', 'ann!~native@x', 'from before');
+    """)
+    db.commit()
+    db.close()
+    store = SqliteStore(str(tmp_path))
+    (old,) = store.latest("lobby", 10)
+    assert (old.text, old.target) == ("from before", "")
+    store.write([("1-2", 2.5, "@a:ann a:bob", "ann", "ann!~ann@x", "hi", 0, 0, "bob")])
+    assert store.latest("@a:ann a:bob", 10)[0].target == "bob"
+    again = SqliteStore(str(tmp_path))  # opening it again changes nothing
+    assert [m.text for m in again.latest("lobby", 10)] == ["from before"]
+
+
+def test_private_history_on_the_native_protocol(start_server, clients, tmp_path):
+    server = history_server(start_server, tmp_path, "--flood-rate", "0")
+    people = {}
+    for name in ("ann", "bob"):
+        c, _ = connect(server, clients)
+        c.send(f"NICK {name}")
+        c.send(f"REGISTER {name}'s password")
+        assert c.expect("ACCOUNT ", skip=("NICK ", "JOIN ", "PART ")) == f"ACCOUNT {name}"
+        people[name] = c
+    ann, bob = people["ann"], people["bob"]
+    guest, _ = connect(server, clients)
+    ann.send("TELL bob lunch?")
+    assert bob.expect("TELL ", skip=("JOIN ", "PART ", "NICK ")) == "TELL ann lunch?"
+    bob.send("TELL ann at noon")
+    assert ann.expect("TELL ", skip=("JOIN ", "PART ", "NICK ")) == "TELL bob at noon"
+    ann.sync()
+    ann.send("HISTORY @bob")
+    got = read_history(ann, "@bob")
+    assert [(r, f, t) for r, _, _, f, t in got] == [("@bob", "ann", "lunch?"), ("@bob", "bob", "at noon")]
+    bob.sync()
+    bob.send("HISTORY @ANN 1")  # the latest one; names compare case-insensitively
+    assert [(f, t) for _, _, _, f, t in read_history(bob, "@ANN")] == [("bob", "at noon")]
+    ann.send(f"HISTORY @bob 5 {got[1][1]}")  # paging back from an id
+    assert [t for *_, t in read_history(ann, "@bob")] == ["lunch?"]
+    guest.sync()
+    guest.send("HISTORY @ann")  # private history is an account's
+    assert guest.sync() == ["ERR not-logged-in private history is an account's: LOGIN first"]
+    ann.send("LOGOUT")
+    ann.sync()
+    ann.send("HISTORY @bob")
+    assert ann.sync() == ["ERR not-logged-in private history is an account's: LOGIN first"]

@@ -137,10 +137,10 @@ def test_redis_stream_store_methods(redis_server):
     # Stamped a moment before they reach Redis, as on a node (time references rely on it).
     t = time.time() - 2
     ts = [t + i / 10 for i in range(11)]
-    rows = [(f"a-{i}", ts[i], "lobby", "ann", "ann!~native@x", f"m{i}", i % 2, 1) for i in range(10)]
+    rows = [(f"a-{i}", ts[i], "lobby", "ann", "ann!~native@x", f"m{i}", i % 2, 1, "") for i in range(10)]
     store.write(rows[:6])
     store.write(rows[4:])  # a retried batch: what is there already is not stored twice
-    store.write([("b-1", t + 5, "dev", "bob", "bob!~native@x", "in dev", 0, 0)])
+    store.write([("b-1", t + 5, "dev", "bob", "bob!~native@x", "in dev", 0, 0, "")])
     every = store.latest("lobby", 100)
     assert [m.text for m in every] == [f"m{i}" for i in range(10)]
     assert [m.notice for m in every] == [i % 2 for i in range(10)]
@@ -166,16 +166,19 @@ def test_redis_stream_store_methods(redis_server):
     assert [m.text for m in store.span("lobby", seqs[2], seqs[7], 2, False)] == ["m3", "m4"]
     assert [m.text for m in store.span("lobby", seqs[2], seqs[7], 2, True)] == ["m5", "m6"]
     assert store.span("lobby", seqs[2], seqs[3], 10, True) == []
+    store.write([("p-1", t + 6, "@a:ann a:bob", "ann", "ann!~ann@x", "private", 0, 0, "bob")])
+    assert [(m.text, m.target) for m in store.latest("@a:ann a:bob", 5)] == [("private", "bob")]
+    assert every[0].target == ""
     dev = store.latest("dev", 5)
     assert [(m.text, m.plain) for m in dev] == [("in dev", 0)]
-    assert store.rooms(t - 1, t + 100, 10) == [("lobby", ts[9]), ("dev", t + 5)]
-    assert store.rooms(t - 1, ts[4] + 0.05, 10) == [("lobby", ts[4])]  # its last before then
+    assert store.rooms(t - 1, t + 100, 10) == [("lobby", ts[9]), ("dev", t + 5), ("@a:ann a:bob", t + 6)]
+    assert store.rooms(t - 1, ts[4] + 0.05, 10) == []  # lobby's latest is later: not listed
     assert store.rooms(t - 1, t + 100, 1) == [("lobby", ts[9])]
-    assert store.rooms(ts[9], t + 100, 10) == [("dev", t + 5)]
+    assert store.rooms(ts[9], t + 100, 10) == [("dev", t + 5), ("@a:ann a:bob", t + 6)]
 
     # Retention by count: trimmed to the limit once a room is a tenth over; ids go with them.
     trimmed = RedisStreamStore(redis_server.url, max_per_room=4)
-    trimmed.write([("a-10", ts[10], "lobby", "ann", "ann!~native@x", "m10", 0, 1)])
+    trimmed.write([("a-10", ts[10], "lobby", "ann", "ann!~native@x", "m10", 0, 1, "")])
     assert [m.text for m in trimmed.latest("lobby", 100)] == ["m7", "m8", "m9", "m10"]
     assert trimmed.find("lobby", "a-6") is None and trimmed.bounds("lobby", "a-6") is None
     assert redis_server.client().hlen("chatroom:history-ids:lobby") == 4
@@ -184,7 +187,7 @@ def test_redis_stream_store_methods(redis_server):
     aged = RedisStreamStore(redis_server.url, max_days=1.0)
     assert aged.prune_old(now=ts[8] + 86400 + 0.05) == 2  # m7 and m8
     assert [m.text for m in aged.latest("lobby", 100)] == ["m9", "m10"]
-    assert aged.prune_old(now=t + 86400 * 10) == 3
+    assert aged.prune_old(now=t + 86400 * 10) == 4  # m9, m10, the one in dev, the private one
     assert aged.latest("lobby", 10) == [] and aged.rooms(0.0, 1e12, 10) == []
     assert redis_server.client().keys("chatroom:history*") == []
     store.close()
@@ -282,8 +285,8 @@ def test_retention_by_age_on_a_node(node, clients, redis_server):
 
     now = time.time()
     RedisStreamStore(redis_server.url).write([
-        ("1-old", now - 3 * 86400, "lobby", "old", "old!~native@x", "three days ago", 0, 1),
-        ("1-new", now - 3600, "lobby", "new", "new!~native@x", "an hour ago", 0, 1)])
+        ("1-old", now - 3 * 86400, "lobby", "old", "old!~native@x", "three days ago", 0, 1, ""),
+        ("1-new", now - 3600, "lobby", "new", "new!~native@x", "an hour ago", 0, 1, "")])
     n1 = node("n1", "--history-days", "2")  # swept at start, then every minute
     c, seen = connect(n1, clients)
     assert [(f, t) for _, _, _, f, t in seen] == [("new", "an hour ago")]

@@ -188,3 +188,101 @@ def test_irc_lines_in_native_history_are_plain_and_notices_kept(start_server, cl
             "dora bold and red", "dora a notice", "dora * waves", "HISTEND lobby"]  # as MSG shows them
     finally:
         dora.close()
+
+
+class Sasl(Irc):
+    """An IRC client that logs in to account ``nick`` with SASL PLAIN while it registers."""
+
+    def __init__(self, server, nick, password, caps=CAPS):
+        import base64
+
+        LineClient.__init__(self, server.irc_port, hello=False)
+        self.nick = nick
+        self.send("CAP LS 302")
+        self.until(r" CAP \* LS ")
+        self.send("CAP REQ :" + " ".join([*caps, "sasl"]))
+        self.until(r" CAP \S+ ACK ")
+        self.send(f"NICK {nick}")
+        self.send(f"USER {nick} 0 * :{nick}")
+        self.send("AUTHENTICATE PLAIN")
+        self.until(r"^AUTHENTICATE \+$")
+        self.send("AUTHENTICATE " + base64.b64encode(f"\0{nick}\0{password}".encode()).decode())
+        self.until(r" 903 ")
+        self.send("CAP END")
+        self.until(r" (422|376) ")
+
+
+def history_of(client, target, query="LATEST {} * 10"):
+    """``(source nick, command target, text)`` of each line of a CHATHISTORY answer about ``target``."""
+    client.send("CHATHISTORY " + query.format(target))
+    start = client.recv_line()
+    ref = re.fullmatch(rf":irc\.test BATCH \+(\S+) chathistory {re.escape(target)}", start)
+    assert ref, start
+    out = []
+    while True:
+        line = client.recv_line()
+        if line == f":irc.test BATCH -{ref.group(1)}":
+            return out
+        m = re.fullmatch(rf"@batch={ref.group(1)};time={TIME};msgid=\S+ :(\S+?)!\S+ PRIVMSG (\S+) :?(.*)",
+                         line)
+        assert m, line
+        out.append(m.groups())
+
+
+def test_private_history_belongs_to_the_accounts_and_survives_a_restart(start_server, clients,
+                                                                       tmp_path):
+    server = start_irc(start_server, tmp_path, "--flood-rate", "0")
+    for name in ("ann", "bob"):
+        c = clients(server)
+        c.send(f"NICK {name}")
+        c.send(f"REGISTER {name}'s password")
+        assert c.expect("ACCOUNT ", skip=("JOIN ", "PART ", "NICK ", "HIST")) == f"ACCOUNT {name}"
+        c.close()
+    ann = Sasl(server, "ann", "ann's password")
+    bob = Sasl(server, "bob", "bob's password")
+    carol = Irc(server, "carol", CAPS)  # no account
+    dave = Irc(server, "dave", CAPS)
+    try:
+        for c, line in ((ann, "PRIVMSG bob :hi bob"), (ann, "PRIVMSG bob :are you there?"),
+                        (bob, "PRIVMSG ann :yes"), (carol, "PRIVMSG ann :hello from a guest"),
+                        (carol, "PRIVMSG dave :between guests: never kept"),
+                        (ann, "PRIVMSG ann :a note to myself")):
+            c.send(line)
+            c.sync()  # (the echo) in this order, one client after the other
+        for c in (ann, bob, carol, dave):
+            c.sync()
+        assert history_of(ann, "bob") == [("ann", "bob", "hi bob"), ("ann", "bob", "are you there?"),
+                                          ("bob", "ann", "yes")]
+        assert history_of(bob, "ANN") == [("ann", "bob", "hi bob"), ("ann", "bob", "are you there?"),
+                                          ("bob", "ann", "yes")]
+        assert history_of(ann, "carol") == [("carol", "ann", "hello from a guest")]
+        assert history_of(ann, "ann") == [("ann", "ann", "a note to myself")]
+        assert history_of(ann, "bob", "BEFORE {} timestamp=2100-01-01T00:00:00.000Z 1") == [
+            ("bob", "ann", "yes")]
+        ann.send("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z "
+                 "timestamp=2100-01-01T00:00:00.000Z 10")
+        start = ann.recv_line()
+        ref = re.fullmatch(r":irc\.test BATCH \+(\S+) draft/chathistory-targets", start).group(1)
+        targets = ann.collect(" CHATHISTORY TARGETS ", rf"^:irc\.test BATCH -{ref}$")
+        assert [t.split()[4] for t in targets] == ["bob", "carol", "ann"]  # by latest message
+        for guest in (carol, dave):  # without an account there is no private history to read
+            guest.send("CHATHISTORY LATEST ann * 10")
+            assert guest.recv_line() == (":irc.test FAIL CHATHISTORY INVALID_TARGET LATEST ann "
+                                         ":You cannot read that history")
+    finally:
+        for c in (ann, bob, carol, dave):
+            c.close()
+    server.stop()
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    kept = [row[0] for row in db.execute("SELECT text FROM messages WHERE room LIKE '@%'")]
+    db.close()
+    assert "between guests: never kept" not in kept and len(kept) == 5
+    again = start_irc(start_server, tmp_path, "--flood-rate", "0")
+    ann = Sasl(again, "ann", "ann's password")
+    try:
+        assert history_of(ann, "bob") == [("ann", "bob", "hi bob"), ("ann", "bob", "are you there?"),
+                                          ("bob", "ann", "yes")]
+    finally:
+        ann.close()

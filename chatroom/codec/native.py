@@ -130,18 +130,26 @@ def parse_command(line):
     raise ProtocolError("unknown-command", f"unknown command '{shown}'{hint}")
 
 
+_HISTORY_USAGE = "usage: HISTORY [@<nick>] [<count>] [<before-id>]"
+
+
 def _history_args(fields):
-    """``HISTORY [<count>] [<before-id>]`` as ``(count or None, before-id or None)``."""
-    count = before = None
+    """``HISTORY [@<nick>] [<count>] [<before-id>]`` as ``(count or None, before-id or None,
+    nick or None)``: a room's history, or the private messages with ``nick``."""
+    count = before = with_nick = None
+    if fields and fields[0].startswith("@"):
+        with_nick = fields.pop(0)[1:]
+        if not with_nick or len(with_nick) > 64:
+            raise ProtocolError("bad-argument", _HISTORY_USAGE)
     if fields and fields[0].isdigit() and fields[0].isascii():
         count = int(fields.pop(0))
         if not count:
-            raise ProtocolError("bad-argument", "usage: HISTORY [<count>] [<before-id>], count 1 or more")
+            raise ProtocolError("bad-argument", _HISTORY_USAGE + ", count 1 or more")
     if fields:
         before = fields.pop(0)
     if fields or (before is not None and not MSGID_RE.match(before)):
-        raise ProtocolError("bad-argument", "usage: HISTORY [<count>] [<before-id>]")
-    return count, before
+        raise ProtocolError("bad-argument", _HISTORY_USAGE)
+    return count, before, with_nick
 
 
 #: What a message id looks like (``Registry.stamp``): hex time, ``-``, an optional node, a serial.

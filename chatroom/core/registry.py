@@ -14,6 +14,8 @@ Whoever owns the sockets (the server) is told through two hooks:
   over the limit); close its connection.
 - ``on_message(room, member, texts, stamps, notice)``: ``member`` said ``texts`` in ``room``
   (each with its ``(time, msgid)`` stamp); None when nobody keeps history. It must not block.
+- ``on_private(member, target, text, stamp, notice)``: ``member`` sent ``target`` a private
+  message delivered here; None when nobody keeps history. It must not block.
 
 Native members are in exactly one room (protocol v1: ``JOIN`` moves). Members whose class sets
 ``multi`` (IRC clients) may be in any number of rooms, kept in their ``channels``; a change of
@@ -159,6 +161,7 @@ class Registry:
         self.on_ready = _nothing
         self.on_evict = _nothing
         self.on_message = None
+        self.on_private = None
 
     def __len__(self):
         return len(self.ids)
@@ -336,6 +339,8 @@ class Registry:
             self.send(target, data)
         if member.encoder.echo:  # to itself too: the echo is its own copy (echo-message)
             self.send(member, member.encoder.tell(member, target, text, stamp, notice, tags))
+        if self.on_private is not None:
+            self.on_private(member, target, text, stamp, notice)
 
     def stamp(self):
         """``(time, msgid)`` of a message entering now: its server time and its unique id."""

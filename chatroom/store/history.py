@@ -53,7 +53,33 @@ DB_NAME = "history.sqlite3"
 TAILS = 1000
 
 #: One stored message: ``seq`` orders them; ``msgid`` and ``ts`` are what the registry stamped.
-Message = collections.namedtuple("Message", "seq msgid ts room sender source text notice plain")
+#: ``room`` is a room's name, or a private conversation's key (:func:`conversation`), whose
+#: messages also name their ``target`` (the nickname they were sent to).
+Message = collections.namedtuple("Message", "seq msgid ts room sender source text notice plain target",
+                                 defaults=("",))
+
+
+def party(member):
+    """One side of a private conversation: its account if logged in to one, else its nickname."""
+    account = getattr(member, "account", None)
+    return "a:" + account.casefold() if account else "n:" + member.ircnick.casefold()
+
+
+def conversation(one, other):
+    """The history key of the private messages between parties ``one`` and ``other`` (see
+    :func:`party`). It holds a space, which no room name does."""
+    return "@" + " ".join(sorted((one, other)))
+
+
+def other_party(key, me):
+    """The other side of conversation ``key`` for party ``me`` (``me`` again for a note to
+    oneself), or None when ``me`` is not in it."""
+    if not key.startswith("@"):
+        return None
+    first, _, second = key[1:].partition(" ")
+    if first == me:
+        return second
+    return first if second == me else None
 
 #: One index besides the table's own order: every message written costs its B-tree updates, and
 #: retention deletes as many rows as are written. Lookups by id or time scan one room's rows
@@ -68,11 +94,12 @@ CREATE TABLE IF NOT EXISTS messages (
     source TEXT NOT NULL,
     text TEXT NOT NULL,
     notice INTEGER NOT NULL DEFAULT 0,
-    plain INTEGER NOT NULL DEFAULT 1
+    plain INTEGER NOT NULL DEFAULT 1,
+    target TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_room_seq ON messages (room, seq);
 """
-_COLUMNS = "seq, msgid, ts, room, sender, source, text, notice, plain"
+_COLUMNS = "seq, msgid, ts, room, sender, source, text, notice, plain, target"
 
 
 
@@ -83,6 +110,18 @@ def shown_window(ref):
     ``start <= ts < end``. Times given back by a client then match the messages they came from."""
     ms = round(ref * 1000)
     return (ms - 0.5) / 1000, (ms + 0.5) / 1000
+
+
+def _add_target_column(db):
+    """A database from before private history has no ``target`` column: add it (once; another
+    connection may be doing the same)."""
+    if any(row[1] == "target" for row in db.execute("PRAGMA table_info(messages)")):
+        return
+    try:
+        db.execute("ALTER TABLE messages ADD COLUMN target TEXT NOT NULL DEFAULT ''")
+    except sqlite3.OperationalError as err:
+        if "duplicate column" not in str(err):
+            raise
 
 
 class SqliteStore:
@@ -107,6 +146,7 @@ class SqliteStore:
             # the last commits, never the file's consistency.
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            _add_target_column(db)
             self._local.db = db
         return db
 
@@ -133,7 +173,8 @@ class SqliteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany("INSERT INTO messages (msgid, ts, room, sender, source,"
-                               " text, notice, plain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                               " text, notice, plain, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               rows)
                 if self.max_per_room:
                     self._trim(db, rows)
                 db.execute("COMMIT")
@@ -244,11 +285,13 @@ class SqliteStore:
         return rows
 
     def rooms(self, since, until, count):
-        """Rooms with messages between ``since`` and ``until`` (times): ``(room, last ts)``."""
+        """Rooms (and conversations) whose latest message is after ``since`` and before
+        ``until`` (times, as shown: to the millisecond): ``(room, last ts)``, oldest first."""
         try:
             return self._db().execute(
-                "SELECT room, MAX(ts) AS last FROM messages WHERE ts > ? AND ts < ? GROUP BY room"
-                " ORDER BY last LIMIT ?", (since, until, count)).fetchall()
+                "SELECT room, MAX(ts) AS last FROM messages GROUP BY room HAVING last >= ?"
+                " AND last < ? ORDER BY last LIMIT ?",
+                (shown_window(since)[1], shown_window(until)[0], count)).fetchall()
         except Exception:
             self._drop()
             raise
@@ -318,7 +361,7 @@ class History:
             if overflow and len(queue) >= self.queue_limit:
                 self._lose()
                 continue
-            row = (msgid, ts, room_name, sender, source, text, notice, plain)
+            row = (msgid, ts, room_name, sender, source, text, notice, plain, "")
             queue.append(row)
             if tail is not None:
                 tail.append(Message(None, *row))
@@ -326,6 +369,20 @@ class History:
                 for watcher in watchers:
                     watcher.append(msgid)
         if len(queue) >= BATCH or not self._wake.is_set():
+            self._wake.set()
+
+    def record_private(self, sender, target, text, stamp, notice=False):
+        """The registry's ``on_private`` hook: keep a private message when one of its two sides
+        is logged in to an account (only they can read it back, docs/protocol.md)."""
+        if not (getattr(sender, "account", None) or getattr(target, "account", None)):
+            return
+        if len(self.queue) >= self.queue_limit:
+            self._lose()
+            return
+        ts, msgid = stamp
+        self.queue.append((msgid, ts, conversation(party(sender), party(target)), sender.name,
+                           sender.prefix, text, int(notice), int(sender.plain), target.ircnick))
+        if not self._wake.is_set():
             self._wake.set()
 
     def _lose(self):

@@ -61,18 +61,18 @@ CHUNK = 200
 END = 1 << 62
 _LOW = (1 << 20) - 1
 
-#: KEYS: rooms. ARGV: stream prefix, ids prefix, max per room (0: none), then 8 values per message
-#: (room msgid ts sender source text notice plain). Returns how many were added.
+#: KEYS: rooms. ARGV: stream prefix, ids prefix, max per room (0: none), then 9 values per message
+#: (room msgid ts sender source text notice plain target). Returns how many were added.
 _WRITE = """
 local sp, ip, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local last, added = {}, 0
-for i = 4, #ARGV, 8 do
+for i = 4, #ARGV, 9 do
   local room, msgid = ARGV[i], ARGV[i + 1]
   local ids = ip .. room
   if redis.call('HEXISTS', ids, msgid) == 0 then
     local id = redis.call('XADD', sp .. room, '*', 'msgid', msgid, 'ts', ARGV[i + 2],
       'sender', ARGV[i + 3], 'source', ARGV[i + 4], 'text', ARGV[i + 5],
-      'notice', ARGV[i + 6], 'plain', ARGV[i + 7])
+      'notice', ARGV[i + 6], 'plain', ARGV[i + 7], 'target', ARGV[i + 8])
     redis.call('HSET', ids, msgid, id)
     local ts = tonumber(ARGV[i + 2])
     if last[room] == nil or ts > last[room] then last[room] = ts end
@@ -168,8 +168,8 @@ class RedisStreamStore:
     def write(self, rows):
         """Store ``rows`` (tuples in :data:`Message` order without ``seq``) at once."""
         args = [STREAM_PREFIX, IDS_PREFIX, self.max_per_room]
-        for msgid, ts, room, sender, source, text, notice, plain in rows:
-            args += (room, msgid, repr(ts), sender, source, text, notice, plain)
+        for msgid, ts, room, sender, source, text, notice, plain, target in rows:
+            args += (room, msgid, repr(ts), sender, source, text, notice, plain, target)
         self._write(keys=[ROOMS_KEY], args=args)
 
     def prune_old(self, now=None):
@@ -221,7 +221,7 @@ class RedisStreamStore:
         for stream_id, f in entries:
             out.append(Message(seq_of(stream_id), f[b"msgid"].decode(), float(f[b"ts"]), room,
                                _text(f[b"sender"]), _text(f[b"source"]), _text(f[b"text"]),
-                               int(f[b"notice"]), int(f[b"plain"])))
+                               int(f[b"notice"]), int(f[b"plain"]), _text(f.get(b"target", b""))))
         return out
 
     def _range(self, room, after, before, count, newest):
@@ -304,18 +304,8 @@ class RedisStreamStore:
         return None if found is None else (found.seq, found.seq)
 
     def rooms(self, since, until, count):
-        """Rooms with messages between ``since`` and ``until`` (times): ``(room, last ts)``,
-        the least recently active first."""
-        found = []
-        for raw, last in self.redis.zrangebyscore(ROOMS_KEY, f"({since!r}", "+inf",
-                                                  withscores=True):
-            room = raw.decode()
-            if last >= until:  # active since: its last message before ``until``, if any
-                m = self._scan(room, _ms_id(until + SKEW), False,
-                               lambda x: x.ts < until or x.ts <= since)
-                if m is None or m.ts <= since:
-                    continue
-                last = m.ts
-            found.append((room, last))
-        found.sort(key=lambda pair: pair[1])
-        return found[:count]
+        """Rooms (and conversations) whose latest message is after ``since`` and before
+        ``until`` (times, as shown: to the millisecond): ``(room, last ts)``, oldest first."""
+        low, high = shown_window(since)[1], shown_window(until)[0]
+        return [(raw.decode(), last) for raw, last in self.redis.zrangebyscore(
+            ROOMS_KEY, repr(low), f"({high!r}", start=0, num=count, withscores=True)]

@@ -10,6 +10,7 @@ outbox alone until the placeholder is filled. Live messages queue behind it mean
 import logging
 
 from ..codec import irc
+from ..store.history import conversation, party
 
 log = logging.getLogger("chatroom.history")
 
@@ -70,6 +71,20 @@ def replay(server, client, room_name):
         registry.on_ready()
     else:
         registry.send(client, data)
+
+
+def private_key(server, client, nick):
+    """The history key of the private messages between ``client`` (logged in) and ``nick``:
+    that person's account if they are online logged in to one or ``nick`` is an account, else
+    ``nick`` itself."""
+    other = server.registry.find(nick)
+    if other is not None:
+        them = party(other)
+    elif server.accounts is not None and server.accounts.is_registered(nick):
+        them = "a:" + nick.casefold()
+    else:
+        them = "n:" + nick.casefold()
+    return conversation(party(client), them)
 
 
 def message_lines(encoder, room_name, messages):

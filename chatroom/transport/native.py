@@ -8,7 +8,7 @@ from ..codec import irc, native
 from ..codec.text import BAD_TEXT_RE
 from ..codec.lines import NO_LINE_END_LIMIT, LineFramer
 from .connection import Client
-from .history import native_lines, replay
+from .history import native_lines, private_key, replay
 from . import offline
 
 
@@ -164,24 +164,31 @@ class NativeClient(Client):
                 out.append(native.format_tellhist(m.msgid, irc.format_time(m.ts), m.sender, text))
         return b"".join(out) + native.format_tellhistend() if out else b""
 
-    def page(self, server, count, before):
-        """``HISTORY``: up to ``count`` messages of this room before ``before`` (or the latest).
+    def page(self, server, count, before, with_nick=None):
+        """``HISTORY``: up to ``count`` messages of this room before ``before`` (or the latest);
+        with ``@nick``, of this account's private messages with ``nick``.
 
         Blocks this client's reader greenlet while the store is read; nobody else waits.
         """
         history = server.history
         if history is None:
             raise native.ProtocolError("history-off", "this server keeps no history")
-        room = self.room.name
+        if with_nick is None:
+            key = shown = self.room.name
+        else:
+            if self.account is None:
+                raise native.ProtocolError("not-logged-in",
+                                           "private history is an account's: LOGIN first")
+            key, shown = private_key(server, self, with_nick), "@" + with_nick
         count = min(count or history.scrollback or 1, history.page_max)
         try:
-            messages = history.latest(room, count, before)
+            messages = history.latest(key, count, before)
         except LookupError:
-            raise native.ProtocolError("no-such-message", f"no message {before} in {room}") from None
+            raise native.ProtocolError("no-such-message", f"no message {before} in {shown}") from None
         except Exception:
             raise native.ProtocolError("history-down", "history cannot be read now") from None
         if not self.closing:
-            server.registry.reply(self, self.history_lines(server, room, messages, False))
+            server.registry.reply(self, self.history_lines(server, shown, messages, False))
 
     def history_lines(self, server, room_name, messages, replay):
         return native_lines(room_name, messages, native.format_hist) + native.format_histend(room_name)

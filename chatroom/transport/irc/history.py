@@ -4,7 +4,8 @@ A client that did not ask for ``draft/chathistory`` gets a channel's last ``--sc
 messages right after its JOIN's names, as the PRIVMSG/NOTICE lines it would have seen live (with
 ``time`` and ``msgid`` tags where it asked for them). One that did asks with ``CHATHISTORY``
 (LATEST, BEFORE, AFTER, AROUND, BETWEEN, TARGETS); references are ``msgid=...`` or
-``timestamp=...``. Only channels the client is in can be read, and private messages are not kept.
+``timestamp=...``. Only channels the client is in can be read; a nickname's target reads the
+private messages between the client, logged in to an account, and that person.
 """
 
 import calendar
@@ -14,7 +15,8 @@ import time
 
 from ...codec import irc
 from ...codec.irc_events import encoder_for
-from ..history import message_lines
+from ...store.history import other_party, party
+from ..history import message_lines, private_key
 
 CHATHISTORY_CAP = "draft/chathistory"
 #: Capabilities offered only while the server keeps history.
@@ -75,8 +77,12 @@ class HistoryCommands:
             self._fail(server, "INVALID_PARAMS", sub, "Not enough parameters or bad limit")
             return None
         target = params[1]
-        room = self._room(server, target) if target.startswith("#") else None
-        if room is None or room not in self.channels:
+        if target.startswith("#"):
+            room = self._room(server, target)
+            key = room.name if room is not None and room in self.channels else None
+        else:
+            key = self._conversation(server, target)
+        if key is None:
             self._fail(server, "INVALID_TARGET", sub, target, "You cannot read that history")
             return None
         limit = min(int(params[-1]), CHATHISTORY_MAX)
@@ -89,14 +95,19 @@ class HistoryCommands:
             self._fail(server, "INVALID_PARAMS", sub, "Bad message reference")
             return None
         try:
-            messages = self._select(history, room.name, sub, refs, limit)
+            messages = self._select(history, key, sub, refs, limit)
         except Exception:
             self._fail(server, "MESSAGE_ERROR", sub, "History cannot be read now")
             return None
         if not self.closing:
             server.registry.reply(self, self._batch(server, "chathistory", target,
-                                                   self._lines(room.name, target, messages)))
+                                                   self._lines(key, target, messages)))
         return None
+
+    def _conversation(self, server, nick):
+        """The history key of this client's private messages with ``nick``, or None when it is
+        not logged in (private history belongs to accounts)."""
+        return private_key(server, self, nick) if self.account else None
 
     def _select(self, history, room, sub, refs, limit):
         if not limit:
@@ -135,7 +146,8 @@ class HistoryCommands:
                 tags["time"] = irc.format_time(m.ts)
             if "message-tags" in self.caps:
                 tags["msgid"] = m.msgid
-            out.append((tags, m.source, "NOTICE" if m.notice else "PRIVMSG", target, m.text))
+            out.append((tags, m.source, "NOTICE" if m.notice else "PRIVMSG", m.target or target,
+                        m.text))
         return out
 
     def _batch(self, server, kind, target, lines):
@@ -167,12 +179,25 @@ class HistoryCommands:
         limit = min(int(params[2]), CHATHISTORY_MAX)
         since, until = min(first, second), max(first, second)
         mine = {room.name for room in self.channels}
+        me = party(self) if self.account else None
         try:
+            server.history.settle()  # what was said so far, on disk
             found = server.history.rooms(since, until, 1 << 20)
         except Exception:
             self._fail(server, "MESSAGE_ERROR", "TARGETS", "History cannot be read now")
             return None
-        lines = [({}, server.server_name, "CHATHISTORY", "TARGETS", irc.room_to_channel(name),
-                  irc.format_time(last)) for name, last in found if name in mine][:limit]
+        lines = []
+        for name, last in found:
+            if name in mine:
+                shown = irc.room_to_channel(name)
+            else:
+                them = other_party(name, me) if me else None
+                if them is None:
+                    continue
+                shown = them[2:]  # the account or nickname, as kept (case-folded)
+            lines.append(({}, server.server_name, "CHATHISTORY", "TARGETS", shown,
+                          irc.format_time(last)))
+            if len(lines) == limit:
+                break
         server.registry.reply(self, self._batch(server, "draft/chathistory-targets", None, lines))
         return None
