@@ -768,3 +768,30 @@ def test_fit_line_cuts_a_relayed_message_to_512_bytes_at_a_character_boundary():
     cut = fit_line(b"@t=1 :a!b@c PRIVMSG b :" + "\u00e9".encode() * 600 + b"\r\n")
     assert len(cut) - len(b"@t=1 ") <= 512
     cut.decode("utf-8")  # no character cut in half
+
+
+@pytest.mark.parametrize("caps", [(), ("server-time",), ("message-tags",),
+                                  ("server-time", "message-tags", "echo-message")])
+def test_a_batch_of_messages_is_the_bytes_of_each_message(caps):
+    """Encoder.msg_batch builds a read's PRIVMSGs in one go; every byte as msg() would give it."""
+    import random
+
+    from chatroom.codec.irc_events import Encoder
+
+    class Sender:
+        prefix = "ann!~ann@127.0.0.1"
+
+    class Room:
+        name = "dev"
+
+    rng = random.Random(7)
+    alphabet = "ab :;\\\x02\x03é€😀"
+    encoder = Encoder(frozenset(caps))
+    for size in (1, 2, 5, 40):
+        for _ in range(50):
+            texts = ["".join(rng.choice(alphabet) for _ in range(rng.choice((1, 3, 30, 150, 500))))
+                     for _ in range(size)]
+            texts = [t if t.strip(" ") else "x" for t in texts]
+            stamps = [(1795940000.0 + rng.random(), f"1a2{i:x}-{i}") for i in range(size)]
+            single = b"".join(encoder.msg(Room, Sender, t, s, False, None) for t, s in zip(texts, stamps))
+            assert encoder.msg_batch(Room, Sender, texts, stamps) == single

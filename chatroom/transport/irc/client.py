@@ -33,7 +33,7 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
 
     __slots__ = ("encoder", "channels", "user", "realname", "caps", "registered", "negotiating",
                  "pending_nick", "away", "modes", "signon", "sasl", "cap_version", "batch",
-                 "batch_room")
+                 "batch_room", "batch_channel")
 
     multi = True
     plain = False  # its text may carry IRC formatting, stripped for terminal users
@@ -56,6 +56,7 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         self.cap_version = 0  #: the version of CAP LS (302: capabilities show their values)
         self.batch = None  #: texts of this read's PRIVMSGs to ``batch_room``, said at its end
         self.batch_room = None
+        self.batch_channel = None  #: ``batch_room``'s channel as this client wrote it
 
     def joined(self):
         return self.channels
@@ -114,6 +115,15 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
     # -- lines -----------------------------------------------------------------------------------
 
     def run_line(self, server, line):
+        if line[:9] == b"PRIVMSG #" and b"\0" not in line:  # the common line, parsed in place
+            target, sep, rest = line[8:].partition(b" ")
+            if sep and rest[:1] == b":" and len(rest) > 1:
+                try:
+                    params = [target.decode("utf-8"), rest[1:].decode("utf-8")]
+                except UnicodeDecodeError:
+                    params = None
+                if params is not None and self._batched(server, params):
+                    return None
         try:
             msg = irc.parse(line)
         except irc.IrcError as err:
@@ -140,6 +150,13 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         if len(params) != 2 or not params[1] or not self.registered:
             return False
         target = params[0]
+        batch = self.batch
+        if batch and target == self.batch_channel:  # the channel of the lines before: as they were
+            try:
+                batch.append(irc.check_text(params[1]))
+            except irc.IrcError:
+                return False  # run as a line, it gets its FAIL in its place
+            return True
         if not target.startswith("#") or "," in target:
             return False
         room = self._room(server, target)
@@ -148,14 +165,15 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         try:
             text = irc.check_text(params[1])
         except irc.IrcError:
-            return False  # run as a line, it gets its FAIL in its place
-        if self.batch:
+            return False
+        if batch:
             if self.batch_room is room:
-                self.batch.append(text)
+                batch.append(text)
                 return True
             self.run_batch(server)
         self.batch = [text]
         self.batch_room = room
+        self.batch_channel = target
         return True
 
     def run_batch(self, server):
@@ -165,7 +183,7 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         if not texts:
             return
         room = self.batch_room
-        self.batch = self.batch_room = None
+        self.batch = self.batch_room = self.batch_channel = None
         if self.closing or room not in self.channels:
             return
         if len(texts) == 1:
