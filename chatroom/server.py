@@ -97,6 +97,7 @@ def make_server(args):
         accounts=_open_accounts(args),
         password=_read_password(args.password_file),
         opers=frozenset(name.casefold() for name in args.oper or ()),
+        register_before_connect=args.register_before_connect == "on",
     )
     origins = [o.strip().rstrip("/") for o in (args.web_origin or "").split(",") if o.strip()]
     server.web_any_origin = "*" in origins

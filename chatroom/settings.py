@@ -158,6 +158,9 @@ SETTINGS = (
     Setting("oper", None, "an account whose holder, logged in, is a server operator (KICK and "
             "TOPIC anywhere, BAN, UNBAN; IRC OPER and KILL); repeat for more", metavar="NAME",
             group="accounts", repeat=True),
+    Setting("register-before-connect", "on", "IRC REGISTER (draft/account-registration) also "
+            "before the connection is registered, as web IRC clients do it; off: only after",
+            choices=("on", "off"), group="accounts"),
     # -- logging ------------------------------------------------------------------------------
     Setting("log-level", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
             group="logging"),

@@ -235,7 +235,7 @@ def test_irc_sasl_plain_logs_in_to_a_registered_nickname(start_server, clients):
     try:
         irc.send("CAP LS 302")
         caps = irc_until(irc, r":chatroom\.local CAP \* LS :.*")
-        assert "sasl=PLAIN" in caps.split() and "draft/account-registration" in caps.split()
+        assert "sasl=PLAIN" in caps.split() and "draft/account-registration=before-connect" in caps.split()
         irc.send("NICK ivy")
         irc.send("USER ivy 0 * :Ivy")
         irc.send("CAP REQ :sasl")
@@ -288,6 +288,39 @@ def test_irc_register_and_registered_nick_after_connection(start_server, clients
         irc.send("NICK kim")
         assert irc.recv_line() == (":chatroom.local 433 jay kim :Nickname is registered; "
                                    "log in with SASL to use it\r")
+    finally:
+        irc.close()
+
+
+def test_irc_register_before_the_connection_is_registered(start_server):
+    server = start_server("--irc-port", 0)
+    irc = irc_client(server)
+    try:
+        irc.send("CAP LS 302")
+        irc_until(irc, r":chatroom\.local CAP \* LS :.*draft/account-registration=before-connect.*")
+        irc.send("REGISTER * * lee's password")  # no NICK yet: the account name is the nickname
+        assert irc.recv_line() == (":chatroom.local FAIL REGISTER NEED_NICK * "
+                                   ":Send NICK first: the account name is your nickname\r")
+        irc.send("NICK lee")
+        irc.send("REGISTER * * lee's password")
+        assert irc.recv_line() == ":chatroom.local REGISTER SUCCESS lee :Account created\r"
+        assert irc.recv_line() == (":chatroom.local 900 * *!*@127.0.0.1 lee "
+                                   ":You are now logged in as lee\r")
+        irc.send("USER lee 0 * :Lee")
+        irc.send("CAP END")
+        assert irc_until(irc, r":chatroom\.local 001 lee .*")  # the registered nick is its own
+    finally:
+        irc.close()
+    off = start_server("--irc-port", 0, "--register-before-connect", "off")
+    irc = irc_client(off)
+    try:
+        irc.send("CAP LS 302")
+        caps = irc_until(irc, r":chatroom\.local CAP \* LS :.*")
+        assert "draft/account-registration" in caps.split()  # offered, without before-connect
+        irc.send("NICK max")
+        irc.send("REGISTER * * max's password")
+        assert irc.recv_line() == (":chatroom.local FAIL REGISTER COMPLETE_CONNECTION_REQUIRED * "
+                                   ":Register your connection first\r")
     finally:
         irc.close()
 

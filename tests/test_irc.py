@@ -155,7 +155,7 @@ def test_cap_negotiation_holds_registration_until_cap_end(irc_server, irc):
     assert sorted(ls.params[2].split()) == sorted([
         "away-notify", "echo-message", "message-tags", "multi-prefix", "server-time",
         "userhost-in-names", "cap-notify", "batch", "labeled-response", "sasl=PLAIN",
-        "draft/account-registration"])
+        "draft/account-registration=before-connect"])
     # (draft/chathistory comes with history, which the test servers run without)
     c.send("NICK alice")
     c.send("USER alice 0 * :Alice A")

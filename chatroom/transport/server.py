@@ -141,6 +141,7 @@ class ChatServer:
     accounts = None  #: the accounts service (chatroom.accounts.service.Accounts), or None
     password = None  #: the server password (--password-file), NFKC and UTF-8 encoded, or None
     opers = frozenset()  #: case-folded account names of the server operators (--oper)
+    register_before_connect = True  #: IRC REGISTER before the connection is registered
 
     def __init__(self, registry=None, **tunables):
         for name, value in tunables.items():

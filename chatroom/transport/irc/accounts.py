@@ -189,7 +189,7 @@ class AccountCommands:
             self.reply(server, "461", "REGISTER", "Not enough parameters")
             return None
         name, _, password = msg.params[:3]
-        send = server.registry.send
+        send = server.registry.reply  # framed for a WebSocket client
 
         def fail(code, text):
             send(self, irc.format_message("FAIL", "REGISTER", code, name, text,
@@ -198,19 +198,25 @@ class AccountCommands:
         if server.accounts is None:
             fail("TEMPORARILY_UNAVAILABLE", "This server keeps no accounts")
             return None
+        nick = self.nick
         if not self.registered:
-            fail("COMPLETE_CONNECTION_REQUIRED", "Register your connection first")
-            return None
+            if not server.register_before_connect or not self.admitted:
+                fail("COMPLETE_CONNECTION_REQUIRED", "Register your connection first")
+                return None
+            nick = self.pending_nick
+            if nick is None:
+                fail("NEED_NICK", "Send NICK first: the account name is your nickname")
+                return None
         if name == "*":
-            name = self.nick
-        if name.casefold() != self.nick.casefold():
+            name = nick
+        if name.casefold() != nick.casefold():
             fail("ACCOUNT_NAME_MUST_BE_NICK", "The account name must be your nickname")
             return None
         if self.account is not None:
             fail("ALREADY_AUTHENTICATED", "You are already logged in")
             return None
         try:
-            account = server.accounts.register(self.nick, password)
+            account = server.accounts.register(nick, password)
         except ProtocolError as err:
             if err.code == "account-exists":
                 fail("ACCOUNT_EXISTS", "Account already exists")

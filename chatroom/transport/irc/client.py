@@ -278,8 +278,10 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
                 caps.append("batch")
             caps.append(CAP)
         if server.accounts is not None:
-            caps += ["sasl=" + MECHANISMS if self.cap_version >= 302 else "sasl",
-                     "draft/account-registration"]
+            registration = "draft/account-registration"
+            if self.cap_version >= 302 and server.register_before_connect:
+                registration += "=before-connect"
+            caps += ["sasl=" + MECHANISMS if self.cap_version >= 302 else "sasl", registration]
         return caps
 
     def _cap(self, server, sub, text):
