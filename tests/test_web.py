@@ -335,6 +335,18 @@ def test_irc_subprotocol_offered_first_wins(start_server, ws_clients):
     assert w.subprotocol == "binary.ircv3.net"
 
 
+def test_irc_register_over_websocket_is_answered_in_frames(start_server, ws_clients):
+    server = web_server(start_server, "--irc-port", "0")
+    w = ws_clients(server, subprotocols=("text.ircv3.net",), hello=False)
+    w.send("REGISTER * * no-nick-yet")  # before NICK: a FAIL, one frame
+    assert w.recv_line() == (":chatroom.local FAIL REGISTER NEED_NICK * "
+                             ":Send NICK first: the account name is your nickname")
+    w.send("NICK webreg")
+    w.send("REGISTER * * webreg's password")
+    assert w.recv_line() == ":chatroom.local REGISTER SUCCESS webreg :Account created"
+    assert w.recv_line().startswith(":chatroom.local 900 * ")
+
+
 def test_irc_quit_over_websocket_closes_with_1000(start_server, ws_clients):
     server = web_server(start_server)
     w = ws_clients(server, subprotocols=("text.ircv3.net",), hello=False)
