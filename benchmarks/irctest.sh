@@ -13,6 +13,7 @@
 #   IRCTEST_JOBS    pytest-xdist workers (default 2; 0 runs in one process)
 #   IRCTEST_XML     keep the JUnit XML report at this path (default: a temporary file)
 #   IRCTEST_OUTPUT  keep pytest's full output (every failure's traffic) at this path
+#   IRCTEST_FILES, IRCTEST_MARKERS  another selection (below)
 #   CHATROOM_SERVER_NAME  default My.Little.Server, the name the suite expects
 #
 # Exit status: 0 when the suite ran (whatever it counted), else the suite's own error status.
@@ -26,6 +27,10 @@ MARKERS='not Ergo and not deprecated and not strict and not implementation-speci
 FILES=(connection_registration join part messages names who whois pingpong quit topic list kick cap
        message_tags echo_message isupport lusers away labeled_responses sasl account_registration
        chathistory)
+# IRCTEST_FILES (space-separated) and IRCTEST_MARKERS replace the selection, e.g. the IRC issue's:
+#   IRCTEST_FILES="connection_registration ... away" IRCTEST_MARKERS="... and not services ..."
+[ -n "${IRCTEST_FILES:-}" ] && read -r -a FILES <<<"$IRCTEST_FILES"
+MARKERS="${IRCTEST_MARKERS:-$MARKERS}"
 
 usage() { echo "usage: $0 chatroom|ngircd [PYTEST ARGS...]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
