@@ -523,6 +523,35 @@ def test_an_irc_client_in_two_rooms_is_seen_in_both_on_another_node(irc_node, cl
     assert not [msg for msg in yuri.sync() if msg[1] == "QUIT"]  # once for both rooms
 
 
+def test_names_who_and_list_count_every_nodes_members(irc_node, clients, irc_users):
+    n1, n2 = irc_node("n1"), irc_node("n2")
+    xena = irc_users(n1, "xena", "userhost-in-names")
+    yuri = irc_users(n2, "yuri")
+    guest = clients(n2)  # a native member without a nickname: IRC knows it as a guest nick
+    guest.send("JOIN dev")
+    guest.expect(f"JOIN dev {guest.id}")
+    gnick = guest.id.replace(".", "-").replace(":", "-")
+    yuri.join("#dev")
+    watcher = clients(n1)  # native WHO spans the cluster: n2's members are in Redis once it says so
+    watcher.send("JOIN dev")
+    watcher.expect(f"JOIN dev {watcher.id}")
+    wait_until(lambda: len(who(watcher)) == 3)
+    watcher.send("JOIN elsewhere")
+    watcher.expect(f"JOIN elsewhere {watcher.id}")
+    xena.join("#dev")  # its NAMES: itself, then the members on n2 in the order they came
+    yuri.expect("JOIN")
+    xena.send("NAMES #dev")
+    names = xena.expect("353")[2][3].split()
+    assert names == ["@xena!~xena@127.0.0.1", f"{gnick}!~native@127.0.0.1", "yuri!~yuri@127.0.0.1"]
+    yuri.send("NAMES #dev")  # without userhost-in-names: nicknames
+    assert yuri.expect("353")[2][3].split() == [f"@{gnick}", "yuri", "xena"]
+    xena.send("WHO #dev")
+    listed = [msg[2][5] for msg in xena.sync() if msg[1] == "352"]
+    assert listed == ["xena", gnick, "yuri"]
+    xena.send("LIST #dev")
+    assert xena.expect("322")[2][1:3] == ["#dev", "3"]
+
+
 def test_a_killed_nodes_irc_member_is_reaped_from_every_room(irc_node, clients, irc_users):
     n1, n2 = irc_node("n1"), irc_node("n2")
     lobby, dev = clients(n1), clients(n1)

@@ -15,7 +15,7 @@ import gevent.monkey
 
 from .scripts import (CHANNEL, NODE_KEY_PREFIX, NODES_KEY, REAPED_KEY_PREFIX, SCRIPT_ALIVE,
                       SCRIPT_CLAIM, SCRIPT_LOCATE, SCRIPT_NICKS, SCRIPT_REAP, SCRIPT_RESET,
-                      SCRIPT_ROOMS, SCRIPT_WHO, nick_key)
+                      SCRIPT_NAMES, SCRIPT_ROOMS, SCRIPT_WHO, nick_key)
 
 log = logging.getLogger("chatroom.cluster")
 
@@ -377,6 +377,17 @@ class Link:
         for value in values:
             stamp, _, name = value.decode("utf-8", "replace").partition(" ")
             members.append((float(stamp), name))
+        return members
+
+    def room_idents(self, room):
+        """``[(stamp, name, prefix or None)]`` of the members of ``room`` on the other nodes."""
+        flat = self._lookup(SCRIPT_NAMES, [NODES_KEY], [self.node, NODE_KEY_PREFIX, room]) or []
+        members = []
+        for i in range(0, len(flat) - 1, 2):
+            stamp, _, name = flat[i].decode("utf-8", "replace").partition(" ")
+            ident = flat[i + 1].decode("utf-8", "replace") if flat[i + 1] else ""
+            prefix = ident.partition(" ")[2] or None
+            members.append((float(stamp), name, prefix))
         return members
 
     def room_counts(self):

@@ -314,6 +314,16 @@ class ClusterRegistry(Registry):
         entries.sort(key=lambda entry: entry[0])
         self.reply(member, native.format_who(room_name, [name for _, name in entries]))
 
+    def others_in(self, room_name):
+        return [(name, prefix) for _, name, prefix in sorted(self.link.room_idents(room_name),
+                                                            key=lambda entry: entry[0])]
+
+    def others_count(self):
+        counts = {}
+        for name, n in self.link.room_counts():
+            counts[name] = counts.get(name, 0) + n
+        return counts
+
     def list_rooms(self, member):
         remote = self.link.room_counts()
         counts = {r.name: len(r.members) for r in self.rooms.values()}

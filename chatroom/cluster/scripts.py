@@ -176,6 +176,22 @@ end
 return out
 """
 
+#: KEYS: nodes. ARGV: this node, node key prefix, room. Flat "stamp name", "name prefix" (or
+#: false) of each member of the room on the other nodes: IRC's NAMES and WHO across the cluster.
+SCRIPT_NAMES = _LIVE + """
+local out = {}
+for _, node in ipairs((live(KEYS[1]))) do
+  if node ~= ARGV[1] then
+    local members = redis.call('HGETALL', ARGV[2] .. node .. ':room:' .. ARGV[3])
+    for i = 1, #members, 2 do
+      out[#out + 1] = members[i + 1]
+      out[#out + 1] = redis.call('HGET', ARGV[2] .. node .. ':ids', members[i])
+    end
+  end
+end
+return out
+"""
+
 #: KEYS: nodes. ARGV: this node, node key prefix. Flat room, count, ... summed over the other nodes.
 SCRIPT_ROOMS = _LIVE + """
 local sums, order = {}, {}

@@ -393,6 +393,15 @@ class Registry:
         room.modes = modes
         self._event(room, "mode", by, change, None)
 
+    def others_in(self, room_name):
+        """``[(name, prefix or None)]`` of the members of ``room_name`` on other servers (a
+        cluster's), in the order they came in; none here. May wait for the answer."""
+        return []
+
+    def others_count(self):
+        """``{room name: members}`` on other servers (a cluster's); none here. May wait."""
+        return {}
+
     def who(self, member):
         room = member.room
         if room.who_line is None:

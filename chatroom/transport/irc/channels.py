@@ -1,6 +1,7 @@
 """IRC channel commands: JOIN, PART, NAMES, TOPIC, LIST, KICK and MODE."""
 
 from ...codec import irc
+from ...codec.text import NAME_RE
 from ..history import replay
 from .isupport import CHANLIMIT, KICKLEN, TOPICLEN
 
@@ -70,6 +71,11 @@ class ChannelCommands:
         names = []
         for m in room.members:
             names.append(member_status(room, m, every) + (m.prefix if full else m.ircnick))
+        for name, prefix in server.registry.others_in(room.name):  # a cluster's other servers
+            if self.closing:
+                return
+            nick = irc_nick(name)
+            names.append(prefix if full and prefix else nick)
         line = []
         size = 0
         for name in names:
@@ -130,12 +136,18 @@ class ChannelCommands:
             rooms = [r for r in (self._room(server, c) for c in msg.params[0].split(",")) if r]
         else:
             rooms = list(registry.rooms.values())
+        # Members on a cluster's other servers count; rooms only they have are not listed (this
+        # server cannot know whether such a room is secret).
+        others = registry.others_count() if rooms else {}
+        if self.closing:
+            return None
         self.reply(server, "321", "Channel", "Users  Name")
         for room in rooms:
             if "s" in room.modes and room not in self.channels:
                 continue  # secret: only its members see it listed
             topic = room.topic[0] if room.topic else ""
-            self.reply(server, "322", irc.room_to_channel(room.name), str(len(room.members)), topic)
+            size = len(room.members) + others.get(room.name, 0)
+            self.reply(server, "322", irc.room_to_channel(room.name), str(size), topic)
         self.reply(server, "323", "End of /LIST")
         return None
 
@@ -255,6 +267,11 @@ class ChannelCommands:
             return None
         self.reply(server, "221", "+" + self.modes)
         return None
+
+
+def irc_nick(name):
+    """How IRC shows a member known only by its name (its nickname, or a guest's id)."""
+    return name if NAME_RE.match(name) else irc.id_to_nick(name) or name
 
 
 def member_status(room, m, every):

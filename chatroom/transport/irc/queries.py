@@ -3,7 +3,7 @@
 import re
 
 from ...codec import irc
-from .channels import member_status
+from .channels import irc_nick, member_status
 from .isupport import WHO_LIMIT
 
 #: WHOX fields, in the order a ``354`` gives them: token, channel, user, IP, host, server, nick,
@@ -33,8 +33,14 @@ class QueryCommands:
             room = self._room(server, mask)
             if room is not None:
                 channel = irc.room_to_channel(room.name)
-                for m in room.members:
+                members = list(room.members)
+                others = registry.others_in(room.name)  # on a cluster's other servers
+                if self.closing:
+                    return None
+                for m in members:
                     line(server, channel, room, m)
+                for name, prefix in others:
+                    line(server, channel, None, Elsewhere(name, prefix))
         elif mask in ("*", "0") or "*" in mask or "?" in mask:
             match = _glob(mask)
             shared = {m for room in self.channels for m in room.members}
@@ -165,3 +171,14 @@ def _glob(mask):
     rx = re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
                             for c in irc.casefold(mask)) + r"\Z")
     return lambda name: rx.match(irc.casefold(name)) is not None
+
+
+class Elsewhere:
+    """A member of a room on another server of the cluster, as WHO shows it: its nickname and
+    address, and no more (its away state, modes and idle time stay on its server)."""
+
+    __slots__ = ("ircnick", "prefix")
+
+    def __init__(self, name, prefix):
+        self.ircnick = irc_nick(name)
+        self.prefix = prefix if prefix and "!" in prefix and "@" in prefix else f"{self.ircnick}!*@*"
