@@ -124,3 +124,69 @@ def test_every_encoder_event_is_framed_for_websocket():
     assert NATIVE_ENCODER.wrap(b"PONG\n") == b"\x81\x04PONG"
     assert irc_encoder_for({"server-time"}, True) is irc_encoder_for({"server-time", "cap-notify"}, True)
     assert irc_encoder_for((), True).wrap(b"PING x\r\n") == b"\x82\x06PING x"
+
+
+class _WsprotoOnly(ws.FrameReader):
+    """The reader as it was before its fast path: every byte through wsproto (the reference)."""
+
+    def feed(self, data):
+        if self.closed:
+            return []
+        out = []
+        self._wsproto(data, out)
+        return out
+
+
+def _stream(rng):
+    """Client frames of every kind, mostly well formed, as one byte string."""
+    frames = []
+    for _ in range(rng.randrange(1, 12)):
+        kind = rng.randrange(12)
+        if kind < 4:
+            text = "".join(rng.choice("ab é€😀\\:") for _ in range(rng.choice((0, 1, 5, 125, 126, 300))))
+            frames.append(client_frame(0x1, text.encode()))
+        elif kind == 4:
+            frames.append(client_frame(0x2, bytes(rng.randrange(256) for _ in range(rng.choice((1, 70, 200))))))
+        elif kind == 5:  # a fragmented message with a ping inside
+            frames += [client_frame(0x1, b"fr", fin=False), client_frame(0x9, b"p"),
+                       client_frame(0x0, "ag€".encode(), fin=False), client_frame(0x0, b"ment")]
+        elif kind == 6:
+            frames.append(client_frame(0x9, b"ping!"))
+        elif kind == 7:
+            frames.append(client_frame(0xA, b"pong"))
+        elif kind == 8:
+            frames.append(client_frame(0x1, b"caf\xc3\x28"))  # not UTF-8: 1007
+        elif kind == 9:
+            frames.append(client_frame(0x1, b"bare", mask=False))  # unmasked: 1002
+        elif kind == 10:
+            frames.append(client_frame(0x3, b"x"))  # a reserved opcode: 1002
+        else:
+            frames.append(client_frame(0x8, struct.pack("!H", 1000) + b"bye"))
+    return b"".join(frames)
+
+
+def test_frame_reader_fast_path_answers_as_wsproto_alone_split_anywhere():
+    import random
+
+    rng = random.Random(12)
+    for _ in range(300):
+        data = _stream(rng)
+        expected = _WsprotoOnly(1000).feed(data)
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randrange(0, 6))))
+        reader, got, last = ws.FrameReader(1000), [], 0
+        for cut in cuts + [len(data)]:
+            got += reader.feed(data[last:cut])
+            last = cut
+        assert got == expected, data
+        byte_by_byte = ws.FrameReader(1000)
+        assert [e for i in range(len(data)) for e in byte_by_byte.feed(data[i:i + 1])] == expected
+
+
+def test_frame_reader_refuses_oversized_frames_from_their_header():
+    r = ws.FrameReader(100)
+    header_only = client_frame(0x1, b"x" * 1000)[:8]  # the rest never needs to come
+    assert r.feed(header_only) == [ws.Close(1009, "message-too-big",
+                                            ws.close_frame(1009, "message over 100 bytes"))]
+    r = ws.FrameReader(100)
+    [close] = r.feed(client_frame(0x9, b"p" * 126)[:8])  # a control frame over 125 bytes
+    assert (close.code, close.reason) == (1002, "protocol-error")

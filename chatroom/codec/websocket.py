@@ -246,6 +246,15 @@ def check_upgrade(request, allowed_origins):
 # -- frames --------------------------------------------------------------------------------------
 
 
+def _unmask(mask, data):
+    """``data`` XOR the 4-byte ``mask`` repeated (RFC 6455 5.3), in one big-integer operation."""
+    size = len(data)
+    if not size:
+        return b""
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+
+
 @dataclass(frozen=True)
 class Reply:
     """Bytes the codec answers with on its own (a pong) to send to the client."""
@@ -268,6 +277,12 @@ class FrameReader:
 
     ``max_message`` bounds a message's payload, however many frames it comes in: the first
     byte over closes the connection with 1009 before the rest is read.
+
+    The common frame, a whole masked text or binary message of under 64 KiB outside any
+    fragmented one, is read here directly (header, unmasking, UTF-8 check); every other frame is
+    given to wsproto whole, one frame at a time, so wsproto never holds part of a frame and the
+    two never disagree about where the next one starts. A text frame that is not UTF-8 goes to
+    wsproto too, which closes with 1007 as for any other.
     """
 
     def __init__(self, max_message, trailing=b""):
@@ -276,17 +291,68 @@ class FrameReader:
         self._parts = []
         self._size = 0
         self.closed = False
-        self._trailing = trailing
+        self._buf = trailing  #: bytes of a frame not yet whole
 
     def feed(self, data):
         """Feed bytes from the socket; returns a list of messages and events."""
-        if self._trailing:
-            data, self._trailing = self._trailing + data, b""
         if self.closed:
             return []
+        buf = self._buf + data if self._buf else data
+        out = []
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            size = b1 & 0x7F
+            start = pos + 2
+            if size == 126:
+                if end - pos < 4:
+                    break
+                size = (buf[pos + 2] << 8) | buf[pos + 3]
+                start = pos + 4
+            elif size == 127:
+                if end - pos < 10:
+                    break
+                size = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                start = pos + 10
+            if b1 & 0x80:
+                start += 4
+            if size > self.max_message or (b0 & 0x08 and size > 125):
+                # Never waited for: a message over the limit (1009, from its header on), or a
+                # control frame longer than RFC 6455 allows (1002).
+                self._buf = b""
+                if b0 & 0x08:
+                    out.append(self._close(PROTOCOL_ERROR, "control frame over 125 bytes",
+                                           "protocol-error"))
+                else:
+                    out.append(self._close(TOO_BIG, f"message over {self.max_message} bytes",
+                                           "message-too-big"))
+                return out
+            stop = start + size
+            if stop > end:
+                break  # wait for the whole frame
+            payload = None
+            if (b0 == 0x81 or b0 == 0x82) and b1 & 0x80 and not self._parts:
+                payload = _unmask(buf[start - 4:start], buf[start:stop])
+                if b0 == 0x81 and not payload.isascii():
+                    try:
+                        payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        payload = None  # wsproto says why, with 1007
+            if payload is not None:
+                out.append(payload)
+            else:
+                self._wsproto(buf[pos:stop], out)
+                if self.closed:
+                    self._buf = b""
+                    return out
+            pos = stop
+        self._buf = buf[pos:] if pos < end else b""
+        return out
+
+    def _wsproto(self, data, out):
+        """Run one whole frame through wsproto."""
         conn = self._conn
         conn.receive_data(data)
-        out = []
         for event in conn.events():
             kind = type(event)
             if kind is TextMessage or kind is BytesMessage:
@@ -321,7 +387,6 @@ class FrameReader:
                     out.append(self._close(int(event.code), event.reason or reason, reason))
                 break
             # Pong: any bytes received already count as liveness.
-        return out
 
     def _close(self, code, text, reason):
         self.closed = True
