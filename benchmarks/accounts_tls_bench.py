@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from chatroom import load  # noqa: E402
+from chatroom.load.servers import ServerProcess, chat_server_command  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 LOGINS_PER_SECOND = 20
@@ -45,7 +45,7 @@ def certificate(directory):
 
 def start_server(directory, *extra):
     cert, key = certificate(directory)
-    server = load.ServerProcess(load.chat_server_command(
+    server = ServerProcess(chat_server_command(
         "--tls-port", "0", "--tls-cert", cert, "--tls-key", key,
         "--data-dir", os.path.join(directory, "data"), *extra))
     return server

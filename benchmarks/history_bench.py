@@ -21,13 +21,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from chatroom import load  # noqa: E402
+from chatroom.load.config import DRAIN_LIMIT, SetupError  # noqa: E402
+from chatroom.load.servers import ServerProcess, chat_server_command  # noqa: E402
 
 WORKLOAD = (["--receivers", "100", "--senders", "10", "--messages", "20000", "--duration", "10"],
             ["--receivers", "100", "--senders", "10", "--messages", "2000", "--duration", "3"])
 #: The least share of the history-off throughput history on must keep.
 GOAL = 0.7
-RUN_SLACK = load.DRAIN_LIMIT + 60.0
+RUN_SLACK = DRAIN_LIMIT + 60.0
 #: Messages the store-alone run writes (``--quick``: a tenth).
 STORE_MESSAGES = 200_000
 
@@ -36,7 +37,7 @@ def run(flags, history, duration):
     data_dir = tempfile.mkdtemp(prefix="chatroom-bench-")
     try:
         extra = ["--history", history, "--data-dir", data_dir]
-        server = load.ServerProcess(load.chat_server_command(*extra))
+        server = ServerProcess(chat_server_command(*extra))
         try:
             cmd = [sys.executable, os.path.join(ROOT, "bin", "chat-load"), "--json",
                    "--port", str(server.port), *flags]
@@ -99,7 +100,7 @@ def main(argv=None):
     for history in ("off", "on"):
         try:
             result = run(flags, history, duration)
-        except (load.SetupError, subprocess.TimeoutExpired) as err:
+        except (SetupError, subprocess.TimeoutExpired) as err:
             result = {"error": str(err)}
         results[history] = result
         if "error" in result:

@@ -199,6 +199,13 @@ def default_data_dir(environ=os.environ):
     return os.path.join(base, "chatroom")
 
 
+def add_data_dir_argument(parser):
+    """``--data-dir`` for the server's subcommands (``backup``, ``account``): the server's own."""
+    parser.add_argument("--data-dir", default=os.environ.get("CHATROOM_DATA_DIR") or default_data_dir(),
+                        help="the server's --data-dir (default: CHATROOM_DATA_DIR, else "
+                             "$XDG_STATE_HOME/chatroom or ~/.local/state/chatroom)")
+
+
 def default(name):
     """The embedded default of the setting ``name`` (``"outbox-limit"``)."""
     return BY_NAME[name].default

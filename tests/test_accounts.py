@@ -7,7 +7,6 @@ Real bin/chat-server processes and raw sockets; waits on lines, never sleeps.
 import sqlite3
 import time
 
-import pytest
 
 from chatroom.accounts.store import MIGRATIONS
 from conftest import LineClient

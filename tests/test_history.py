@@ -12,7 +12,6 @@ import sqlite3
 import time
 
 import gevent
-import pytest
 
 from chatroom.store.history import History, SqliteStore
 from conftest import WAIT, wait_until
@@ -25,14 +24,14 @@ def history_server(start_server, data_dir, *args):
     return start_server("--history", "on", "--data-dir", data_dir, *args)
 
 
-def read_history(client, room):
+def read_history(client, room, hist_re=HIST_RE):
     """The HIST lines up to ``HISTEND <room>``, as (room, id, time, from, text) tuples."""
     out = []
     while True:
         line = client.recv_line()
         if line == f"HISTEND {room}":
             return out
-        m = HIST_RE.match(line)
+        m = hist_re.match(line)
         assert m, f"expected a HIST line or HISTEND {room}, got {line!r}"
         out.append(m.groups())
     return out

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import WAIT, free_port, wait_until
+import test_history
 from test_history import say
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -90,14 +91,7 @@ HIST_RE = re.compile(r"^HIST (\S+) ([0-9a-f]+-[A-Za-z0-9_.-]+) (\d{4}-\d\d-\d\dT
 
 def read_history(client, room):
     """The HIST lines up to ``HISTEND <room>``, as (room, id, time, from, text) tuples."""
-    out = []
-    while True:
-        line = client.recv_line()
-        if line == f"HISTEND {room}":
-            return out
-        m = HIST_RE.match(line)
-        assert m, f"expected a HIST line or HISTEND {room}, got {line!r}"
-        out.append(m.groups())
+    return test_history.read_history(client, room, HIST_RE)
 
 
 def stored(redis_server, room="lobby"):

@@ -12,42 +12,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from conftest import WAIT
-from irc_helpers import IrcClient
-
-
-@pytest.fixture
-def irc_server(start_server):
-    """Factory: a server with an IRC listener, ``irc_server(*more_args)``."""
-
-    def start(*args):
-        if "--flood-rate" not in args:
-            # The tests send faster than people type; flood control has a test of its own.
-            args = ("--flood-rate", 0, *args)
-        server = start_server("--irc-port", 0, *args)
-        assert server.irc_port and server.irc_port != server.port
-        return server
-
-    return start
-
-
-@pytest.fixture
-def irc():
-    """Factory for IrcClients, closed after the test: ``irc(server, "alice", caps=(...))`` registers."""
-    made = []
-
-    def connect(server, nick=None, caps=(), **kw):
-        c = IrcClient(server.irc_port, **kw)
-        made.append(c)
-        if nick is not None:
-            c.register(nick, caps)
-        return c
-
-    yield connect
-    for c in made:
-        c.close()
 
 
 def raws(lines):

@@ -3,8 +3,6 @@
 A real bin/chat-server with --irc-port 0, raw sockets (tests/irc_helpers.py).
 """
 
-from test_irc import irc, irc_server  # noqa: F401  (fixtures)
-
 CAPS = ("batch", "labeled-response", "echo-message", "message-tags")
 
 

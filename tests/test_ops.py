@@ -80,7 +80,7 @@ def test_sighup_rereads_the_motd_and_keeps_serving(start_server, clients, tmp_pa
     a = clients(server)
     motd.write_text("one\ntwo\nthree\n")
     server.signal(signal.SIGHUP)
-    server.wait_for(rf"Reloaded: MOTD .*motd.txt \(3 lines\)")
+    server.wait_for(r"Reloaded: MOTD .*motd.txt \(3 lines\)")
     motd.unlink()
     server.signal(signal.SIGHUP)
     server.wait_for(r"ERROR: Reload: cannot read MOTD")

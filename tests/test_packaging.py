@@ -72,3 +72,14 @@ def test_pip_install_gives_the_commands_and_package_data(tmp_path):
     installed = __import__("pathlib").Path(where).parent
     assert (installed / "web" / "static" / "probe.css").read_text() == "body {}\n"
     assert (installed / "web" / "static" / "index.html").is_file()  # the web client ships
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")
+                                          if p.name != "irctest_controller.py"))
+def test_every_benchmark_script_starts(script):
+    """``make bench`` runs these one after the other: each must at least load and parse its flags
+    (the modules it imports from the package included) before a long run finds out it cannot."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout

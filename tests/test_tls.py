@@ -121,7 +121,7 @@ def test_client_checks_certificate_and_host_name(start_server, pki, tmp_path):
     client = ClientProcess(tls_port(good), "--tls", "--cafile", pki.cafile)
     try:
         client.type("CONNECT")
-        client.expect(rf"Connected to 127\.0\.0\.1:\d+ as 127\.0\.0\.1:\d+")
+        client.expect(r"Connected to 127\.0\.0\.1:\d+ as 127\.0\.0\.1:\d+")
         client.type("QUIT")
         assert client.wait() == 0
     finally:

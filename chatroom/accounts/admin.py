@@ -12,14 +12,13 @@ them with ``REGISTER`` while it runs).
 
 import argparse
 import getpass
-import os
 import sqlite3
 import sys
 
 from ..codec.irc import GUEST_NICK_RE
 from ..codec.native import ProtocolError
 from ..codec.text import NAME_RE
-from ..settings import default_data_dir
+from ..settings import add_data_dir_argument
 from .passwords import hash_password, normalize
 from .store import SqliteStore
 
@@ -55,9 +54,7 @@ def main(argv=None):
     add = sub.add_parser("add", help="create an account; the password is read from the terminal "
                                      "(without echo) or the first line of standard input")
     add.add_argument("name", help="the account name (the nickname it reserves)")
-    add.add_argument("--data-dir", default=os.environ.get("CHATROOM_DATA_DIR") or default_data_dir(),
-                     help="the server's --data-dir (default: CHATROOM_DATA_DIR, else "
-                          "$XDG_STATE_HOME/chatroom or ~/.local/state/chatroom)")
+    add_data_dir_argument(add)
     args = parser.parse_args(argv)
     try:
         add_account(args.data_dir, args.name, _read_password())

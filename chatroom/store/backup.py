@@ -12,7 +12,7 @@ import sqlite3
 import sys
 
 from ..accounts.store import DB_NAME as ACCOUNTS_DB
-from ..settings import default_data_dir
+from ..settings import add_data_dir_argument
 from .history import DB_NAME as HISTORY_DB
 
 DATABASES = (ACCOUNTS_DB, HISTORY_DB)
@@ -51,9 +51,7 @@ def main(argv=None):
         prog="chat-server backup",
         description="Copy the server's databases (accounts, bans, history) while it runs.")
     parser.add_argument("dest", help="directory to write the copies into (created if missing)")
-    parser.add_argument("--data-dir", default=os.environ.get("CHATROOM_DATA_DIR") or default_data_dir(),
-                        help="the server's --data-dir (default: CHATROOM_DATA_DIR, else "
-                             "$XDG_STATE_HOME/chatroom or ~/.local/state/chatroom)")
+    add_data_dir_argument(parser)
     args = parser.parse_args(argv)
     try:
         copied = backup(args.data_dir, args.dest)
