@@ -143,6 +143,10 @@ class LineClient:
 
     def recv_line(self, timeout=None):
         """The next line as str (no line end); raises AssertionError on timeout or EOF."""
+        return self.recv_bytes(timeout)[:-1].decode("utf-8", "replace")
+
+    def recv_bytes(self, timeout=None):
+        """The next line as bytes, its ``\n`` included; AssertionError on timeout, EOFError on EOF."""
         deadline = time.monotonic() + (timeout or self.timeout)
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
@@ -157,7 +161,7 @@ class LineClient:
                 raise EOFError(f"connection closed; have {self._buf[:200]!r}")
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
-        return line.decode("utf-8", "replace")
+        return line + b"\n"
 
     def expect(self, prefix, timeout=None, skip=("JOIN ", "PART ", "NICK ")):
         """Read until a line starting with ``prefix``; lines starting with ``skip`` may come first.

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from chatroom.codec import irc
-from conftest import WAIT
+from conftest import WAIT, LineClient
 
 #: Commands that end the welcome burst: the end of the MOTD, or no MOTD.
 MOTD_END = ("376", "422")
@@ -60,23 +60,8 @@ class IrcClient:
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def recv_raw(self, timeout=None):
-        """The next line as bytes, its CRLF included; AssertionError on timeout, EOFError on EOF."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no line within the deadline; have {self._buf[:200]!r}")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                raise EOFError(f"connection closed; have {self._buf[:200]!r}")
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line + b"\n"
+    #: The next line as bytes, its CRLF included (AssertionError on timeout, EOFError on EOF).
+    recv_raw = LineClient.recv_bytes
 
     def recv(self, timeout=None):
         raw = self.recv_raw(timeout)
