@@ -550,6 +550,18 @@ def test_names_who_and_list_count_every_nodes_members(irc_node, clients, irc_use
     assert listed == ["xena", gnick, "yuri"]
     xena.send("LIST #dev")
     assert xena.expect("322")[2][1:3] == ["#dev", "3"]
+    # Questions about one person find them on any server
+    xena.send("WHOIS yuri")
+    assert xena.expect("311")[2] == ["xena", "yuri", "~yuri", "127.0.0.1", "*", "yuri"]
+    assert xena.expect("318")[2][1] == "yuri"
+    xena.send("ISON yuri nobody YURI")
+    assert xena.expect("303")[2] == ["xena", "yuri yuri"]
+    xena.send("USERHOST yuri")
+    assert xena.expect("302")[2] == ["xena", "yuri=+~yuri@127.0.0.1"]
+    xena.send("WHO yuri")
+    assert xena.expect("352")[2][1:7] == ["*", "~yuri", "127.0.0.1", "chatroom.local", "yuri", "H"]
+    xena.send("WHOIS nobody")
+    assert xena.expect("401")[2][1] == "nobody"
 
 
 def test_a_killed_nodes_irc_member_is_reaped_from_every_room(irc_node, clients, irc_users):

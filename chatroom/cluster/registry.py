@@ -314,6 +314,12 @@ class ClusterRegistry(Registry):
         entries.sort(key=lambda entry: entry[0])
         self.reply(member, native.format_who(room_name, [name for _, name in entries]))
 
+    def find_anywhere(self, who):
+        member = self.find(who)
+        if member is None and self.link.up:
+            member = self._locate(who)
+        return member
+
     def others_in(self, room_name):
         return [(name, prefix) for _, name, prefix in sorted(self.link.room_idents(room_name),
                                                             key=lambda entry: entry[0])]

@@ -393,6 +393,11 @@ class Registry:
         room.modes = modes
         self._event(room, "mode", by, change, None)
 
+    def find_anywhere(self, who):
+        """As :meth:`find`, and in a cluster the member of another server called ``who`` too
+        (a stand-in with its name and address). May wait for the answer."""
+        return self.find(who)
+
     def others_in(self, room_name):
         """``[(name, prefix or None)]`` of the members of ``room_name`` on other servers (a
         cluster's), in the order they came in; none here. May wait for the answer."""

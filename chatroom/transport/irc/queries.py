@@ -10,6 +10,8 @@ from .isupport import WHO_LIMIT
 #: flags, hop count, idle seconds, account (``0``: none), channel op level, real name.
 WHOX_FIELDS = "tcuihsnfdlaor"
 _TOKEN_RE = re.compile(r"[0-9]{1,3}")
+#: Nicknames one ISON looks up at most (a 512-byte line holds about this many).
+ISON_MAX = 64
 
 
 class QueryCommands:
@@ -56,9 +58,12 @@ class QueryCommands:
                     channel = irc.room_to_channel(room.name) if room is not None else "*"
                     line(server, channel, room, m)
         else:
-            m = registry.find(mask)
+            m = registry.find_anywhere(mask)  # in a cluster, on any server
+            if self.closing:
+                return None
             if m is not None:
-                room = next(iter(m.joined()), None)
+                joined = getattr(m, "joined", None)  # (a member elsewhere: rooms not known here)
+                room = next(iter(joined()), None) if joined is not None else None
                 channel = irc.room_to_channel(room.name) if room is not None else "*"
                 line(server, channel, room, m)
         self.reply(server, "315", mask, "End of WHO list")
@@ -114,7 +119,9 @@ class QueryCommands:
             self.reply(server, "431", "No nickname given")
             return None
         who = msg.params[-1]
-        m = server.registry.find(who)
+        m = server.registry.find_anywhere(who)  # in a cluster, on any server
+        if self.closing:
+            return None
         if m is None:
             self.reply(server, "401", who, "No such nick/channel")
             self.reply(server, "318", who, "End of /WHOIS list")
@@ -122,8 +129,10 @@ class QueryCommands:
         nick = m.ircnick
         user, host = m.prefix.split("!", 1)[1].split("@", 1)
         self.reply(server, "311", nick, user, host, "*", getattr(m, "realname", "") or nick)
+        joined = getattr(m, "joined", None)  # a member elsewhere: its rooms are its server's
         rooms = [member_status(r, m, "multi-prefix" in self.caps) + irc.room_to_channel(r.name)
-                 for r in m.joined() if "s" not in r.modes or r in self.channels]
+                 for r in (joined() if joined is not None else ())
+                 if "s" not in r.modes or r in self.channels]
         if rooms:
             self.reply(server, "319", nick, " ".join(rooms))
         self.reply(server, "312", nick, server.server_name, "chatroom")
@@ -144,12 +153,12 @@ class QueryCommands:
     def cmd_ison(self, server, msg):
         registry = server.registry
         found = []
-        for param in msg.params:
-            for nick in param.split():
-                m = registry.find(nick)
-                if m is not None:
-                    found.append(m.ircnick)
-        self.reply(server, "303", " ".join(found))
+        for nick in " ".join(msg.params).split()[:ISON_MAX]:
+            m = registry.find_anywhere(nick)  # in a cluster, on any server
+            if m is not None:
+                found.append(m.ircnick)
+        if not self.closing:
+            self.reply(server, "303", " ".join(found))
         return None
 
     def cmd_userhost(self, server, msg):
@@ -158,7 +167,7 @@ class QueryCommands:
             return None
         out = []
         for nick in " ".join(msg.params).split()[:5]:
-            m = server.registry.find(nick)
+            m = server.registry.find_anywhere(nick)
             if m is not None:
                 away = "-" if getattr(m, "away", None) else "+"
                 out.append(f"{m.ircnick}={away}{m.prefix.split('!', 1)[1]}")
