@@ -33,6 +33,7 @@ bench: venv
 	$(PY) benchmarks/ws_bench.py $(WS_ARGS)
 	$(PY) benchmarks/history_bench.py $(HISTORY_ARGS)
 	$(PY) benchmarks/accounts_tls_bench.py
+	$(PY) benchmarks/idle_memory.py
 	@if command -v redis-server >/dev/null; then $(PY) benchmarks/cluster_bench.py $(CLUSTER_ARGS); \
 	else echo "redis-server not installed: cluster benchmark skipped (see docs/cluster.md)"; fi
 	$(PY) benchmarks/peers.py $(PEERS_ARGS)
