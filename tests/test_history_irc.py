@@ -115,18 +115,14 @@ def test_chathistory_subcommands(start_server, tmp_path):
 
         def ask(line):
             bar.send("CHATHISTORY " + line)
-            start = bar.recv_line()
-            m = re.fullmatch(r":irc\.test BATCH \+(\S+) chathistory #chan", start)
-            assert m, start
+            ref, lines = read_batch(bar, "chathistory #chan")
             texts = []
-            while True:
-                line = bar.recv_line()
-                if line == f":irc.test BATCH -{m.group(1)}":
-                    return texts
+            for line in lines:
                 got = LINE_RE.fullmatch(line)
-                assert got and got.group(1) == m.group(1), line
+                assert got and got.group(1) == ref, line
                 assert ids[int(got.group(4)[1:])] == got.group(3)
                 texts.append(got.group(4))
+            return texts
 
         m = [f"m{i}" for i in range(10)]
         assert ask("LATEST #chan * 3") == m[7:]
@@ -212,21 +208,29 @@ class Sasl(Irc):
         self.until(r" (422|376) ")
 
 
-def history_of(client, target, query="LATEST {} * 10"):
-    """``(source nick, command target, text)`` of each line of a CHATHISTORY answer about ``target``."""
-    client.send("CHATHISTORY " + query.format(target))
+def read_batch(client, kind):
+    """``(reference, lines)`` of the batch ``kind`` (``chathistory #chan``) that comes next."""
     start = client.recv_line()
-    ref = re.fullmatch(rf":irc\.test BATCH \+(\S+) chathistory {re.escape(target)}", start)
+    ref = re.fullmatch(rf":irc\.test BATCH \+(\S+) {re.escape(kind)}", start)
     assert ref, start
-    out = []
+    lines = []
     while True:
         line = client.recv_line()
         if line == f":irc.test BATCH -{ref.group(1)}":
-            return out
-        m = re.fullmatch(rf"@batch={ref.group(1)};time={TIME};msgid=\S+ :(\S+?)!\S+ PRIVMSG (\S+) :?(.*)",
-                         line)
+            return ref.group(1), lines
+        lines.append(line)
+
+
+def history_of(client, target, query="LATEST {} * 10"):
+    """``(source nick, command target, text)`` of each line of a CHATHISTORY answer about ``target``."""
+    client.send("CHATHISTORY " + query.format(target))
+    ref, lines = read_batch(client, f"chathistory {target}")
+    out = []
+    for line in lines:
+        m = re.fullmatch(rf"@batch={ref};time={TIME};msgid=\S+ :(\S+?)!\S+ PRIVMSG (\S+) :?(.*)", line)
         assert m, line
         out.append(m.groups())
+    return out
 
 
 def test_private_history_belongs_to_the_accounts_and_survives_a_restart(start_server, clients,
@@ -261,9 +265,7 @@ def test_private_history_belongs_to_the_accounts_and_survives_a_restart(start_se
             ("bob", "ann", "yes")]
         ann.send("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z "
                  "timestamp=2100-01-01T00:00:00.000Z 10")
-        start = ann.recv_line()
-        ref = re.fullmatch(r":irc\.test BATCH \+(\S+) draft/chathistory-targets", start).group(1)
-        targets = ann.collect(" CHATHISTORY TARGETS ", rf"^:irc\.test BATCH -{ref}$")
+        _, targets = read_batch(ann, "draft/chathistory-targets")
         assert [t.split()[4] for t in targets] == ["bob", "carol", "ann"]  # by latest message
         for guest in (carol, dave):  # without an account there is no private history to read
             guest.send("CHATHISTORY LATEST ann * 10")

@@ -14,7 +14,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong,
                             RejectConnection, RejectData, Request, TextMessage)
 
-from conftest import WAIT
+from conftest import WAIT, LineClient
 
 NATIVE = "chatroom.v1"
 
@@ -224,17 +224,6 @@ class WsClient:
             except socket.timeout:
                 raise AssertionError("the server did not close the connection") from None
 
-    def sync(self, token="sync"):
-        self.send(f"PING {token}")
-        lines = []
-        while True:
-            line = self.recv_line()
-            if line == f"PONG {token}":
-                return lines
-            lines.append(line)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+    #: A PING round trip (every line queued before it, as LineClient's), and closing the socket.
+    sync = LineClient.sync
+    close = LineClient.close

@@ -146,18 +146,8 @@ class ClusterRegistry(Registry):
             self.link.publish(records.part(room.name, member.name, member.prefix, reason))
         return True
 
-    def kick(self, by, room, target, reason):
-        if target not in room.members:
-            return False
-        self._event(room, "kick", by, target, reason)
-        self._leave(target, room)
+    def _kicked(self, room, by, target, reason):
         self.link.publish(records.kick(room.name, by, target.name, target.prefix, reason))
-        if not target.multi:
-            if room.name == LOBBY:
-                self.evict(target, "kicked")
-            else:
-                self._enter(target, LOBBY)
-        return True
 
     # -- nicknames -------------------------------------------------------------------------------
 

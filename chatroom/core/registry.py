@@ -240,12 +240,17 @@ class Registry:
             return False
         self._event(room, "kick", by, target, reason)
         self._leave(target, room)
+        self._kicked(room, by, target, reason)
         if not target.multi:
             if room.name == LOBBY:
                 self.evict(target, "kicked")
             else:
                 self._enter(target, LOBBY)
         return True
+
+    def _kicked(self, room, by, target, reason):
+        """``target`` was just put out of ``room``, before it goes anywhere else (a cluster tells
+        the other servers here, so that the kick comes before the lobby's JOIN)."""
 
     def _check_nick(self, member, nick):
         native.check_name(nick, "nickname")
