@@ -15,8 +15,8 @@ from ..core.registry import Member
 class Client(Member):
     """A member with a socket: the server's per-connection state."""
 
-    __slots__ = ("sock", "addr", "framer", "watcher", "writer", "pending", "last_seen",
-                 "ping_sent", "closing", "tokens", "stamp", "strikes", "hold", "tls", "account",
+    __slots__ = ("sock", "out", "writer", "hold", "addr", "framer", "watcher", "pending", "last_seen",
+                 "ping_sent", "closing", "tokens", "stamp", "strikes", "tls", "account",
                  "admitted", "oper")
 
     def __init__(self, member_id, sock, addr, watcher, server):
@@ -36,6 +36,10 @@ class Client(Member):
         self.strikes = 0.0  #: lines dropped for flooding, decaying at the flood rate
         self.hold = 0  #: above 0, the outbox waits (for history, for a labeled response) unflushed
         self.tls = hasattr(sock, "pending")  #: a TLS socket (may hold decrypted bytes unread)
+        #: What the flush calls ``send`` on: a plain socket's own, non-blocking ``_socket``
+        #: under gevent's wrapper (whose ``send`` only adds a wait we never want), or the
+        #: TLS socket (its records need the wrapper).
+        self.out = sock if self.tls else getattr(sock, "_sock", sock)
         self.account = None  #: the account name this connection is logged in to, or None
         self.admitted = server.password is None  #: gave the server password (or none is needed)
         self.oper = False  #: a server operator (logged in to an --oper account; IRC: after OPER)

@@ -1,0 +1,112 @@
+"""The transport's flush, in process: a ChatServer with real TCP connections on 127.0.0.1, each
+client's sends recorded as they go to its socket.
+
+A fan-out to a room bigger than one flush slice goes out in slices; the loop polls (and reads)
+between them, and a line read meanwhile joins the outboxes not yet sent, so their one send
+carries both lines. Everyone still gets both, in order.
+"""
+
+import gevent
+import pytest
+from gevent import socket
+
+from chatroom.transport import server as transport
+from chatroom.transport.native import NativeClient
+
+#: Seconds a test waits for the server's loop to finish what it was given.
+WAIT = 10.0
+
+
+class Recorder:
+    """Stands in for a client's ``out``: notes every send, then makes it on the real socket."""
+
+    def __init__(self, out):
+        self.out = out
+        self.sends = []
+
+    def send(self, data):
+        sent = self.out.send(data)
+        self.sends.append(bytes(data[:sent]))
+        return sent
+
+
+def settled(server):
+    """Wait (bounded) until nothing is queued or scheduled to any client."""
+    with gevent.Timeout(WAIT):
+        while server._flush_scheduled or server.registry.ready or any(c.outbox for c in server.clients):
+            gevent.sleep(0.001)
+
+
+def read_all(sock):
+    """Everything the peer has received so far (the socket is non-blocking)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(1 << 16)
+        except BlockingIOError:
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+@pytest.fixture
+def room():
+    """A server whose lobby holds FLUSH_SLICE + 20 clients: (server, clients, their peers)."""
+    server = transport.ChatServer(flood_rate=0, max_per_ip=0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    clients, peers = [], []
+    try:
+        for _ in range(transport.FLUSH_SLICE + 20):
+            peer = socket.create_connection(listener.getsockname())
+            sock, address = listener.accept()
+            assert server.accept(sock, address, NativeClient)
+            clients.append(list(server.clients)[-1])
+            peers.append(peer)
+        settled(server)
+        for peer in peers:
+            peer.setblocking(False)
+            read_all(peer)  # greetings and the others' JOINs
+        yield server, clients, peers
+    finally:
+        for peer in peers:
+            peer.close()
+        for client in list(server.clients):
+            server._discard(client)
+        listener.close()
+
+
+def test_a_line_read_between_slices_goes_out_with_the_line_being_sent(room):
+    server, clients, peers = room
+    sender, members = clients[0], clients[1:]
+    for client in members:
+        client.out = Recorder(client.out)
+    # The second line waits in the sender's socket: the loop finds it only when it next polls,
+    # which is after the first slice of the first line's fan-out.
+    peers[0].sendall(b"SEND two\n")
+    server.registry.say(sender, "one")
+    settled(server)
+
+    one = f"MSG lobby {sender.id} one\n".encode()
+    two = f"MSG lobby {sender.id} two\n".encode()
+    first, rest = members[:transport.FLUSH_SLICE], members[transport.FLUSH_SLICE:]
+    assert [c.out.sends for c in first] == [[one, two]] * len(first)
+    assert [c.out.sends for c in rest] == [[one + two]] * len(rest)  # one send, both lines
+    assert [read_all(peer) for peer in peers[1:]] == [one + two] * len(members)
+
+
+def test_a_small_room_is_sent_in_one_turn(room):
+    server, clients, peers = room
+    for client in clients[transport.FLUSH_SLICE // 2:]:
+        server._discard(client)  # closed sockets: the flush skips them
+        server.registry.remove(client, announce=False)
+    sender, members = clients[0], clients[1:transport.FLUSH_SLICE // 2]
+    for client in members:
+        client.out = Recorder(client.out)
+    server.registry.say(sender, "one")
+    assert server._flush_scheduled
+    server._flush()
+    assert not server._flush_scheduled and not server.registry.ready
+    assert all(c.out.sends == [f"MSG lobby {sender.id} one\n".encode()] for c in members)
