@@ -13,6 +13,10 @@
  * Every payload is "L <sender> <seq> <send time, CLOCK_MONOTONIC ns, 19 digits> <padding>" (--size bytes),
  * and EVERY receiving connection parses every payload: it checks per-sender order, loss and
  * duplicates and records the latency (clock read once per read() call) in a log histogram.
+ * With --warmup W, the latency figures are of lines sent W seconds or more after the start
+ * (every line is still checked for loss and order, and a second histogram keeps them all): a
+ * new TCP connection acknowledges its first segments one by one (quick-ack), so the first
+ * dozen or so lines each receiver gets cost every server more than the steady state does.
  *
  * Who receives what (the expected deliveries):
  *   native, irc: everyone in the room hears everyone else, so each receiver gets S*M lines and
@@ -94,6 +98,7 @@ static int size = 64;
 static long window = 128;
 static double rate = 0;
 static double cap_s = 10.0;
+static double warmup_s = 0;
 static double setup_s = 120.0;
 static double connect_s = 30.0;
 /* Connects (and handshakes) in flight at once: keep it inside the server's listen backlog, or
@@ -110,8 +115,12 @@ static int epfd;
 static struct sockaddr_in addr;
 static uint64_t *sent;       /* per sender: lines written */
 static uint64_t *min_next;   /* per sender: slowest receiver's next expected seq (cached) */
-static uint64_t hist[NBUCKETS];
-static uint64_t lat_max, lat_count;
+typedef struct {
+    uint64_t buckets[NBUCKETS];
+    uint64_t max, count;
+} histogram;
+static histogram timed;      /* lines sent after --warmup: the latency figures */
+static histogram everything; /* every line, warm-up included */
 static uint64_t received, duplicates, out_of_order, disconnected;
 static int64_t t_start, t_last, t_stop;
 static int running;          /* 1 once every connection is ready */
@@ -280,12 +289,9 @@ static void flush(conn *c) {
 
 /* -- payloads ---------------------------------------------------------------------------- */
 
-static void record_latency(int64_t ns) {
-    if (ns < 1)
-        ns = 1;
-    uint64_t v = (uint64_t)ns;
-    if (v > lat_max)
-        lat_max = v;
+static void record(histogram *h, uint64_t v) {
+    if (v > h->max)
+        h->max = v;
     int msb = 63 - __builtin_clzll(v);
     int b;
     if (msb < SUB_BITS)
@@ -294,8 +300,16 @@ static void record_latency(int64_t ns) {
         b = ((msb - SUB_BITS + 1) << SUB_BITS) + (int)((v >> (msb - SUB_BITS)) & ((1 << SUB_BITS) - 1));
     if (b >= NBUCKETS)
         b = NBUCKETS - 1;
-    hist[b]++;
-    lat_count++;
+    h->buckets[b]++;
+    h->count++;
+}
+
+/* A line sent at sent_ns (CLOCK_MONOTONIC) arrived ns later. */
+static void record_latency(int64_t ns, int64_t sent_ns) {
+    uint64_t v = ns < 1 ? 1 : (uint64_t)ns;
+    record(&everything, v);
+    if (sent_ns >= t_start + (int64_t)(warmup_s * 1e9))
+        record(&timed, v);
 }
 
 /* Upper bound (ns) of histogram bucket b. */
@@ -307,21 +321,21 @@ static double bucket_upper(int b) {
     return (double)(((uint64_t)1 << e) + ((sub + 1) << (e - SUB_BITS)));
 }
 
-static double percentile(double q) {
-    if (!lat_count)
+static double percentile(const histogram *h, double q) {
+    if (!h->count)
         return 0;
-    uint64_t want = (uint64_t)(q * lat_count);
-    if (want >= lat_count)
-        want = lat_count - 1;
+    uint64_t want = (uint64_t)(q * h->count);
+    if (want >= h->count)
+        want = h->count - 1;
     uint64_t seen = 0;
     for (int b = 0; b < NBUCKETS; b++) {
-        seen += hist[b];
+        seen += h->buckets[b];
         if (seen > want) {
             double up = bucket_upper(b);
-            return up > lat_max ? (double)lat_max : up;
+            return up > h->max ? (double)h->max : up;
         }
     }
-    return (double)lat_max;
+    return (double)h->max;
 }
 
 static inline const char *parse_u64(const char *p, const char *end, uint64_t *out) {
@@ -393,7 +407,7 @@ static void on_payload(conn *c, const char *p, size_t len, int64_t now) {
     } else {
         duplicates++;
     }
-    record_latency(now - (int64_t)ns);
+    record_latency(now - (int64_t)ns, (int64_t)ns);
 }
 
 /* -- setup and protocol lines ------------------------------------------------------------ */
@@ -698,7 +712,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: driver --proto native|irc|redis --port PORT [--host 127.0.0.1] [--receivers R]\n"
             "              [--senders S] [--messages M] [--size BYTES] [--window W] [--rate PER_SEC]\n"
-            "              [--duration-cap SECONDS] [--setup-timeout SECONDS] [--connect-timeout SECONDS]\n"
+            "              [--duration-cap SECONDS] [--warmup SECONDS] [--setup-timeout SECONDS]\n"
+            "              [--connect-timeout SECONDS]"
             "              [--connect-concurrency N] [--server-pid PID] [--label TEXT]\n");
     exit(2);
 }
@@ -738,6 +753,8 @@ static void parse_args(int argc, char **argv) {
             rate = atof(v);
         else if (!strcmp(a, "--duration-cap"))
             cap_s = atof(v);
+        else if (!strcmp(a, "--warmup"))
+            warmup_s = atof(v);
         else if (!strcmp(a, "--setup-timeout"))
             setup_s = atof(v);
         else if (!strcmp(a, "--connect-timeout"))
@@ -752,7 +769,7 @@ static void parse_args(int argc, char **argv) {
             usage();
     }
     if (port <= 0 || port > 65535 || nrecv < 0 || nsend < 1 || messages < 1 || size < 48 || size > 400 ||
-        window < 1 || cap_s <= 0 || connect_concurrency < 1)
+        window < 1 || cap_s <= 0 || warmup_s < 0 || connect_concurrency < 1)
         usage();
 }
 
@@ -932,7 +949,9 @@ int main(int argc, char **argv) {
            "\"sent\": %llu, \"messages_in_per_sec\": %.1f, \"expected\": %llu, \"received\": %llu, "
            "\"deliveries_per_sec\": %.1f, \"lost\": %llu, \"duplicates\": %llu, \"out_of_order\": %llu, "
            "\"disconnected\": %llu, "
+           "\"warmup_seconds\": %g, "
            "\"latency_ms\": {\"p50\": %.4f, \"p90\": %.4f, \"p99\": %.4f, \"max\": %.4f, \"samples\": %llu}, "
+           "\"latency_with_warmup_ms\": {\"p50\": %.4f, \"p99\": %.4f, \"max\": %.4f, \"samples\": %llu}, "
            "\"driver_cpu_seconds\": %.3f, \"driver_cpu_share\": %.3f, \"driver_wait_share\": %.3f, "
            "\"server_cpu_seconds\": %.3f, \"server_cpu_share\": %.3f, \"server_run_share\": %.3f, "
            "\"server_wait_share\": %.3f, \"other_cpu_share\": %.3f}\n",
@@ -943,8 +962,10 @@ int main(int argc, char **argv) {
            send_elapsed > 0 ? sent_all / send_elapsed : 0.0, (unsigned long long)expected_total,
            (unsigned long long)unique, elapsed > 0 ? unique / elapsed : 0.0, (unsigned long long)lost,
            (unsigned long long)duplicates, (unsigned long long)out_of_order, (unsigned long long)disconnected,
-           percentile(0.50) / 1e6, percentile(0.90) / 1e6, percentile(0.99) / 1e6, lat_max / 1e6,
-           (unsigned long long)lat_count, driver_cpu, elapsed > 0 ? driver_cpu / elapsed : 0.0,
+           warmup_s, percentile(&timed, 0.50) / 1e6, percentile(&timed, 0.90) / 1e6,
+           percentile(&timed, 0.99) / 1e6, timed.max / 1e6, (unsigned long long)timed.count,
+           percentile(&everything, 0.50) / 1e6, percentile(&everything, 0.99) / 1e6, everything.max / 1e6,
+           (unsigned long long)everything.count, driver_cpu, elapsed > 0 ? driver_cpu / elapsed : 0.0,
            dsched && elapsed > 0 ? (dwait1 - dwait0) / elapsed : -1.0, server_cpu,
            elapsed > 0 && server_cpu >= 0 ? server_cpu / elapsed : -1.0,
            sched && elapsed > 0 ? (run1 - run0) / elapsed : -1.0, sched && elapsed > 0 ? (wait1 - wait0) / elapsed : -1.0,

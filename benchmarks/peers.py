@@ -72,13 +72,16 @@ class Workload:
     cap: float  #: seconds the senders may send
     rate: float = 0.0  #: lines a second per sender, 0 = as fast as the window allows
     skip: dict = dataclasses.field(default_factory=dict)  #: server -> why this workload skips it
+    warmup: float = 0.0  #: seconds of lines checked but not timed (driver.c --warmup)
 
     def args(self, quick):
         m, cap = (max(1, self.messages // 10), min(self.cap, 3.0)) if quick else (self.messages, self.cap)
         if quick and self.rate:
-            m = self.messages
+            m = min(self.messages, int(cap * self.rate))
+        warmup = min(self.warmup, cap / 3) if quick else self.warmup
         return ["--receivers", str(self.receivers), "--senders", str(self.senders), "--messages", str(m),
-                "--window", str(self.window), "--duration-cap", str(cap), "--rate", str(self.rate)]
+                "--window", str(self.window), "--duration-cap", str(cap), "--rate", str(self.rate),
+                "--warmup", str(warmup)]
 
 
 WORKLOADS = [
@@ -89,8 +92,11 @@ WORKLOADS = [
     Workload("1000x10", 1000, 10, 10_000, 128, 8.0),
     # 10 senders x 2 lines/s x 5,000 receivers = 100,000 deliveries/s (the idle5000 run's rate),
     # the senders' lines spread evenly: every line is a fan-out of 5,000 sends of its own, and at
-    # 5 lines/s this server's core was already 93% busy with them, so p99 was queueing.
-    Workload("5000x10", 5000, 10, 16, 128, 10.0, rate=2.0, skip={
+    # 5 lines/s this server's core was already 93% busy with them, so p99 was queueing. 600 lines,
+    # the first 2 s (40 lines) not timed: a new TCP connection acknowledges its first 16 segments
+    # one by one (quick-ack), which made the first 16 lines cost every server about 40% more; with
+    # 160 lines in all, p99 was the worst 1.6 lines' deliveries: those first ones, whoever served.
+    Workload("5000x10", 5000, 10, 60, 128, 30.0, rate=2.0, warmup=2.0, skip={
         "ngircd": "ngIRCd at 5000x10 skipped: IRC announces every JOIN to every member, so 5,000 "
                   "joins are 12.5 million lines, and ngIRCd (listen backlog 10) had 3,442 of 5,010 "
                   "clients in after the 120 s setup bound on this machine"}),
@@ -405,8 +411,12 @@ def goals(entries):
     ours, redis = got.get(("5000x10", "chatroom")), got.get(("5000x10", "redis"))
     if ours and redis:
         a, b = ours["latency_ms"]["p99"], redis["latency_ms"]["p99"]
-        out.append(("5000x10: p99 latency no worse than Redis's", a <= b,
-                    f"{a:.2f} ms vs {b:.2f} ms" + disturbed(ours, redis)))
+        detail = f"{a:.2f} ms vs {b:.2f} ms"
+        if ours.get("warmup_seconds"):
+            detail += (f" after the {ours['warmup_seconds']:g} s warm-up; with it "
+                       f"{ours['latency_with_warmup_ms']['p99']:.2f} ms vs "
+                       f"{redis['latency_with_warmup_ms']['p99']:.2f} ms")
+        out.append(("5000x10: p99 latency no worse than Redis's", a <= b, detail + disturbed(ours, redis)))
     mine = [r for (w, s), r in got.items() if s.startswith("chatroom") and r]
     if mine:
         bad = sum(r["lost"] + r["duplicates"] + r["out_of_order"] + r["disconnected"] for r in mine)

@@ -54,6 +54,23 @@ def test_native_three_receivers_one_sender_nothing_lost(driver):
     assert r["driver"] == "benchmarks/driver.c"
 
 
+def test_warmup_lines_are_checked_but_not_timed(driver):
+    """--warmup 1 at 20 lines/s: about the first 20 of 40 lines stay out of the latency figures,
+    which say so; every line is still counted, and the figures with them are kept beside."""
+    server = ServerProcess("--flood-rate", "0", "--max-per-ip", "0")
+    try:
+        done = run_driver(driver, "--proto", "native", "--port", server.port, "--receivers", 3,
+                          "--senders", 1, "--messages", 40, "--rate", 20, "--warmup", 1,
+                          "--duration-cap", 20)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    assert r["received"] == 120 and r["lost"] == 0 and r["warmup_seconds"] == 1
+    assert r["latency_with_warmup_ms"]["samples"] == 120
+    assert 3 * 15 <= r["latency_ms"]["samples"] <= 3 * 25  # lines 20..39, give or take a tick
+
+
 def test_senders_hear_each_other_on_native(driver):
     """Two senders: each also receives the other's lines, and the expectation says so."""
     server = ServerProcess("--flood-rate", "0", "--max-per-ip", "0")
