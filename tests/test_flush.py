@@ -110,3 +110,16 @@ def test_a_small_room_is_sent_in_one_turn(room):
     server._flush()
     assert not server._flush_scheduled and not server.registry.ready
     assert all(c.out.sends == [f"MSG lobby {sender.id} one\n".encode()] for c in members)
+
+
+def test_plain_sockets_are_sent_on_directly(room):
+    """``client.out`` is the socket under gevent's wrapper for plain TCP, with the C ``send``:
+    a gevent that renamed ``_sock`` would quietly fall back to the slower wrapper; this says so.
+    (TLS clients send through the wrapper: tests/test_tls.py covers them end to end.)"""
+    import _socket
+
+    _, clients, _ = room
+    out = clients[0].out
+    assert isinstance(out, _socket.socket) and type(out).send is _socket.socket.send
+    assert out.fileno() == clients[0].sock.fileno()
+    assert out.gettimeout() == 0.0  # never blocks the loop
