@@ -564,6 +564,29 @@ def test_names_who_and_list_count_every_nodes_members(irc_node, clients, irc_use
     assert xena.expect("401")[2][1] == "nobody"
 
 
+def test_lusers_counts_every_nodes_users_servers_and_channels(irc_node, clients, irc_users):
+    n1, n2 = irc_node("n1"), irc_node("n2")
+    xena = irc_users(n1, "xena")
+    yuri = irc_users(n2, "yuri")
+    guest = clients(n2)  # native, in the lobby: a user and a channel of the cluster's too
+    yuri.join("#far")
+
+    def lusers():
+        xena.send("LUSERS")
+        return {msg[1]: msg[2][1:] for msg in xena.sync() if msg[1] in ("251", "254", "255", "265", "266")}
+
+    # Until n2 has written its members to Redis, n1 counts fewer: wait for all three.
+    wait_until(lambda: lusers()["266"][0] == "3")
+    got = lusers()
+    assert got["251"] == ["There are 3 users and 0 invisible on 2 servers"]
+    assert got["254"][0] == "2"  # lobby (the guest's) and #far (yuri's); xena is in none
+    assert got["255"] == ["I have 1 clients and 1 servers"]
+    assert got["265"] == ["1", "1", "Current local users 1, max 1"]
+    assert got["266"] == ["3", "3", "Current global users 3, max 3"]
+    guest.close()
+    wait_until(lambda: lusers()["266"][:2] == ["2", "3"])  # fewer now; the most stays
+
+
 def test_a_killed_nodes_irc_member_is_reaped_from_every_room(irc_node, clients, irc_users):
     n1, n2 = irc_node("n1"), irc_node("n2")
     lobby, dev = clients(n1), clients(n1)

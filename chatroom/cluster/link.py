@@ -15,7 +15,7 @@ import gevent.monkey
 
 from .scripts import (CHANNEL, NODE_KEY_PREFIX, NODES_KEY, REAPED_KEY_PREFIX, SCRIPT_ALIVE,
                       SCRIPT_CLAIM, SCRIPT_LOCATE, SCRIPT_NICKS, SCRIPT_REAP, SCRIPT_RESET,
-                      SCRIPT_NAMES, SCRIPT_ROOMS, SCRIPT_WHO, nick_key)
+                      SCRIPT_NAMES, SCRIPT_ROOMS, SCRIPT_USERS, SCRIPT_WHO, nick_key)
 
 log = logging.getLogger("chatroom.cluster")
 
@@ -394,6 +394,11 @@ class Link:
         """``[(room, size)]`` of the rooms on the other nodes."""
         flat = self._lookup(SCRIPT_ROOMS, [NODES_KEY], [self.node, NODE_KEY_PREFIX]) or []
         return [(flat[i].decode("ascii", "replace"), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def user_counts(self):
+        """``(live nodes, members on the other nodes)``, or None without Redis."""
+        counts = self._lookup(SCRIPT_USERS, [NODES_KEY], [self.node, NODE_KEY_PREFIX])
+        return None if counts is None else (int(counts[0]), int(counts[1]))
 
     # -- leaving ---------------------------------------------------------------------------------
 

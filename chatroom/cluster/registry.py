@@ -320,6 +320,10 @@ class ClusterRegistry(Registry):
             counts[name] = counts.get(name, 0) + n
         return counts
 
+    def cluster_size(self):
+        counts = self.link.user_counts()
+        return (max(1, counts[0]), counts[1]) if counts else (1, 0)
+
     def list_rooms(self, member):
         remote = self.link.room_counts()
         counts = {r.name: len(r.members) for r in self.rooms.values()}

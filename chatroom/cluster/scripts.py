@@ -210,6 +210,16 @@ for _, room in ipairs(order) do out[#out + 1] = room; out[#out + 1] = sums[room]
 return out
 """
 
+#: KEYS: nodes. ARGV: this node, node key prefix. {live nodes, members of the live nodes but this}.
+SCRIPT_USERS = _LIVE + """
+local nodes, users = 0, 0
+for _, node in ipairs((live(KEYS[1]))) do
+  nodes = nodes + 1
+  if node ~= ARGV[1] then users = users + redis.call('HLEN', ARGV[2] .. node .. ':ids') end
+end
+return {nodes, users}
+"""
+
 #: KEYS: nodes, the nickname. ARGV: this node, node key prefix, then the ids the name may be (the
 #: name itself, the id an IRC guest nickname stands for). {node, id, "name prefix"} of whoever has
 #: that nickname, or else of another node's member with one of those ids; false if nobody.

@@ -412,6 +412,10 @@ class Registry:
         """``{room name: members}`` on other servers (a cluster's); none here. May wait."""
         return {}
 
+    def cluster_size(self):
+        """``(servers, members on the other servers)``: one server alone. May wait."""
+        return 1, 0
+
     def who(self, member):
         room = member.room
         if room.who_line is None:

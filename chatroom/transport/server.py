@@ -166,6 +166,7 @@ class ChatServer:
         self.stopping = False
         self.started = None  #: time.time() at start, for IRC's 003
         self.peak_users = 0  #: most members seen at once (IRC's LUSERS)
+        self.peak_global = 0  #: most members seen at once on every node of a cluster (LUSERS)
         self._flush_scheduled = False
         # Resumes a sliced flush once the loop has polled: of the lowest priority, so it runs
         # after the reads that poll found, and so after their lines are in the outboxes.

@@ -383,20 +383,26 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
     # -- information -----------------------------------------------------------------------------
 
     def _lusers(self, server):
+        """LUSERS; in a cluster the users and servers of every node (their invisible ones count
+        as visible: other nodes' user modes are not in Redis) and this node's own."""
         registry = server.registry
         users = len(registry.ids)
         invisible = sum(1 for m in registry.ids.values() if "i" in getattr(m, "modes", ""))
         unknown = len(server.clients) - sum(1 for c in server.clients if c.id in registry.ids)
+        servers, elsewhere = registry.cluster_size()
+        everyone = users + elsewhere
         server.peak_users = peak = max(server.peak_users, users)
-        self.reply(server, "251", f"There are {users - invisible} users and {invisible} "
-                   "invisible on 1 servers")
+        server.peak_global = top = max(server.peak_global, everyone)
+        self.reply(server, "251", f"There are {everyone - invisible} users and {invisible} "
+                   f"invisible on {servers} servers")
         self.reply(server, "252", "0", "operator(s) online")
         if unknown > 0:
             self.reply(server, "253", str(unknown), "unknown connection(s)")
-        self.reply(server, "254", str(len(registry.rooms)), "channels formed")
-        self.reply(server, "255", f"I have {users} clients and 0 servers")
+        channels = len(registry.rooms.keys() | registry.others_count().keys())
+        self.reply(server, "254", str(channels), "channels formed")
+        self.reply(server, "255", f"I have {users} clients and {servers - 1} servers")
         self.reply(server, "265", str(users), str(peak), f"Current local users {users}, max {peak}")
-        self.reply(server, "266", str(users), str(peak), f"Current global users {users}, max {peak}")
+        self.reply(server, "266", str(everyone), str(top), f"Current global users {everyone}, max {top}")
 
     def _motd(self, server):
         if not server.motd:
