@@ -123,3 +123,23 @@ def test_plain_sockets_are_sent_on_directly(room):
     assert isinstance(out, _socket.socket) and type(out).send is _socket.socket.send
     assert out.fileno() == clients[0].sock.fileno()
     assert out.gettimeout() == 0.0  # never blocks the loop
+
+
+def test_one_client_that_fails_does_not_strand_the_rest(room, caplog):
+    """An unexpected error sending to one client is logged; everyone after it still gets the line."""
+
+    class Broken:
+        def send(self, data):
+            raise RuntimeError("not a socket error")
+
+    server, clients, peers = room
+    sender, members = clients[0], clients[1:]
+    members[3].out = Broken()
+    server.registry.say(sender, "one")
+    with gevent.Timeout(WAIT):
+        while server._flush_scheduled or server.registry.ready:
+            gevent.sleep(0.001)
+    line = f"MSG lobby {sender.id} one\n".encode()
+    got = [read_all(peer) for peer in peers[1:]]
+    assert got[:3] == [line] * 3 and got[3] == b"" and got[4:] == [line] * (len(members) - 4)
+    assert f"flush to {members[3].id} failed" in caplog.text

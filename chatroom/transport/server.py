@@ -531,31 +531,31 @@ class ChatServer:
             box = client.outbox
             if not box or client.writer is not None or client.hold:
                 continue
-            if len(box) == 1:
-                # The common case, kept short (it runs once per recipient of every line): one
-                # frame that the kernel takes whole.
-                data = box[0]
-                try:
-                    sent = client.out.send(data)
-                except OSError:
-                    sent = 0  # full or gone: _send_some starts a writer or meets the error again
-                if sent == len(data):
-                    box.clear()
-                    client.queued -= sent
-                    if client.soft_since is not None:
-                        client.soft_since = None
-                    frames += 1
-                    sent_bytes += sent
-                    continue
-                if sent:
-                    box[0] = data[sent:]
-                    client.queued -= sent
-                    sent_bytes += sent
             try:
+                if len(box) == 1:
+                    # The common case, kept short (it runs once per recipient of every line):
+                    # one frame that the kernel takes whole.
+                    data = box[0]
+                    try:
+                        sent = client.out.send(data)
+                    except OSError:
+                        sent = 0  # full or gone: _send_some starts a writer or meets it again
+                    if sent == len(data):
+                        box.clear()
+                        client.queued -= sent
+                        if client.soft_since is not None:
+                            client.soft_since = None
+                        frames += 1
+                        sent_bytes += sent
+                        continue
+                    if sent:
+                        box[0] = data[sent:]
+                        client.queued -= sent
+                        sent_bytes += sent
                 self._send_some(client)
             except OSError:
                 pass  # the reader sees the dead socket and closes the connection
-            except Exception:
+            except Exception:  # one client's trouble must not strand the rest of the slice
                 log.exception("flush to %s failed", client.id)
         self.frames_out += frames
         self.bytes_out += sent_bytes
