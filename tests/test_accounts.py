@@ -324,6 +324,21 @@ def test_irc_register_before_the_connection_is_registered(start_server):
         irc.close()
 
 
+def chat_client_as(server, nick, password, keys=b"CONNECT\nWHO\nQUIT\n"):
+    """Run bin/chat-client as ``nick`` (the password on its first input line, then ``keys``);
+    returns (exit code, what it printed)."""
+    import subprocess
+    import sys
+
+    from conftest import BIN, ROOT, WAIT
+
+    result = subprocess.run(
+        [sys.executable, str(BIN / "chat-client"), "--port", str(server.port), "--nick", nick,
+         "--password"], input=password.encode() + b"\n" + keys, capture_output=True,
+        cwd=ROOT, timeout=WAIT)
+    return result.returncode, result.stdout.decode()
+
+
 def test_chat_client_logs_in_after_connect(server, clients):
     import subprocess
     import sys
@@ -333,12 +348,8 @@ def test_chat_client_logs_in_after_connect(server, clients):
     a = clients(server)
     register(a, "lee", "lee's password")
     a.close()
-    result = subprocess.run(
-        [sys.executable, str(BIN / "chat-client"), "--port", str(server.port), "--nick", "lee",
-         "--password"], input=b"lee's password\nCONNECT\nWHO\nQUIT\n", capture_output=True,
-        cwd=ROOT, timeout=WAIT)
-    out = result.stdout.decode()
-    assert result.returncode == 0, out
+    code, out = chat_client_as(server, "lee", "lee's password")
+    assert code == 0, out
     assert "* Logged in as lee\n* People in lobby: lee\n" in out
     assert "lee's password" not in out
     result = subprocess.run(

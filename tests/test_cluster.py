@@ -61,17 +61,18 @@ def redis_server():
     server.kill()
 
 
+def start_node(start_server, redis_url, name, *args):
+    """A chat server on ``redis_url`` as node ``name``, once it says it is connected."""
+    server = start_server("--redis", redis_url, "--node", name, "--flood-rate", "0",
+                          "--cluster-ttl", TTL, *args)
+    server.wait_for(r"Cluster: connected to Redis as node " + name)
+    return server
+
+
 @pytest.fixture
 def node(start_server, redis_server):
     """Factory: ``node("n1", *args)`` is a chat server on the test's Redis, connected to it."""
-
-    def start(name, *args):
-        server = start_server("--redis", redis_server.url, "--node", name, "--flood-rate", "0",
-                              "--cluster-ttl", TTL, *args)
-        server.wait_for(r"Cluster: connected to Redis as node " + name)
-        return server
-
-    return start
+    return lambda name, *args: start_node(start_server, redis_server.url, name, *args)
 
 
 def named(clients, server, nick):

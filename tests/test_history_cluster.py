@@ -15,12 +15,11 @@ import pytest
 
 from conftest import WAIT, free_port, wait_until
 import test_history
-from test_history import say
+from test_cluster import start_node
+from test_history import _Member, _Room, say
 
 REDIS_SERVER = shutil.which("redis-server")
 
-#: Seconds a killed node's members outlive it (as in tests/test_cluster.py).
-TTL = "2"
 DOWN = "NOTICE history-down messages are not being saved in the room history"
 UP = "NOTICE history-up messages are saved in the room history again"
 
@@ -75,9 +74,7 @@ def node(start_server, redis_server):
     """Factory: ``node("n1", *args)`` is a chat server on the test's Redis, keeping history."""
 
     def start(name, *args):
-        server = start_server("--redis", redis_server.url, "--node", name, "--flood-rate", "0",
-                              "--cluster-ttl", TTL, "--history", "on", *args)
-        server.wait_for(r"Cluster: connected to Redis as node " + name)
+        server = start_node(start_server, redis_server.url, name, "--history", "on", *args)
         server.wait_for(r"^History in Redis streams at redis://127\.0\.0\.1:\d+/0 \(ready\)$")
         return server
 
@@ -185,16 +182,6 @@ def test_redis_stream_store_methods(redis_server):
     assert aged.latest("lobby", 10) == [] and aged.rooms(0.0, 1e12, 10) == []
     assert redis_server.client().keys("chatroom:history*") == []
     store.close()
-
-
-class _Room:
-    name = "lobby"
-
-
-class _Member:
-    name = "ann"
-    prefix = "ann!~native@127.0.0.1"
-    plain = True
 
 
 def test_history_over_redis_in_the_threadpool_when_not_patched(redis_server):

@@ -129,21 +129,14 @@ def test_kept_messages_survive_a_restart(start_server, clients, tmp_path):
 
 
 def test_the_chat_client_shows_kept_messages_with_their_time(server, clients):
-    import subprocess
-    import sys
-
-    from conftest import BIN, ROOT, WAIT
+    from test_accounts import chat_client_as
 
     register_and_leave(clients, server, "lee", "lee's password")
     bob = named(clients, server, "bob")
     bob.send("TELL lee while you were out")
     assert said(bob) == [KEPT.format("lee")]
-    result = subprocess.run(
-        [sys.executable, str(BIN / "chat-client"), "--port", str(server.port), "--nick", "lee",
-         "--password"], input=b"lee's password\nCONNECT\nWHO\nQUIT\n", capture_output=True,
-        cwd=ROOT, timeout=WAIT)
-    out = result.stdout.decode()
-    assert result.returncode == 0, out
+    code, out = chat_client_as(server, "lee", "lee's password")
+    assert code == 0, out
     assert re.search(r"\* Logged in as lee\n"
                      r"\[private \d{4}-\d\d-\d\d \d\d:\d\d\] bob: while you were out\n"
                      r"---- kept private messages above, live from here ----\n", out), out
