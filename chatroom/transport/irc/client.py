@@ -386,10 +386,13 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         """LUSERS; in a cluster the users and servers of every node (their invisible ones count
         as visible: other nodes' user modes are not in Redis) and this node's own."""
         registry = server.registry
+        servers, elsewhere = registry.cluster_size()  # in a cluster, lookups that may wait:
+        remote_rooms = registry.others_count()  # first, so the local counts below are current
+        if self.closing:
+            return
         users = len(registry.ids)
         invisible = sum(1 for m in registry.ids.values() if "i" in getattr(m, "modes", ""))
         unknown = len(server.clients) - sum(1 for c in server.clients if c.id in registry.ids)
-        servers, elsewhere = registry.cluster_size()
         everyone = users + elsewhere
         server.peak_users = peak = max(server.peak_users, users)
         server.peak_global = top = max(server.peak_global, everyone)
@@ -398,7 +401,7 @@ class IrcClient(AccountCommands, ChannelCommands, MessageCommands, QueryCommands
         self.reply(server, "252", "0", "operator(s) online")
         if unknown > 0:
             self.reply(server, "253", str(unknown), "unknown connection(s)")
-        channels = len(registry.rooms.keys() | registry.others_count().keys())
+        channels = len(registry.rooms.keys() | remote_rooms.keys())
         self.reply(server, "254", str(channels), "channels formed")
         self.reply(server, "255", f"I have {users} clients and {servers - 1} servers")
         self.reply(server, "265", str(users), str(peak), f"Current local users {users}, max {peak}")
