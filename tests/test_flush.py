@@ -31,10 +31,26 @@ class Recorder:
 
 
 def settled(server):
-    """Wait (bounded) until nothing is queued or scheduled to any client."""
+    """Wait (bounded) until nothing is queued, scheduled or being written to any client."""
     with gevent.Timeout(WAIT):
-        while server._flush_scheduled or server.registry.ready or any(c.outbox for c in server.clients):
+        while (server._flush_scheduled or server.registry.ready
+               or any(c.outbox or c.writer is not None for c in server.clients)):
             gevent.sleep(0.001)
+
+
+def sync(peer):
+    """Round trip a PING on a blocking ``peer``: all the server sent it before has arrived after.
+
+    Not just reading what is there: a peer that was sent hundreds of small lines unread has a
+    full receive buffer, and the rest waits in the server's kernel until it reads.
+    """
+    peer.sendall(b"PING sync\n")
+    data = b""
+    with gevent.Timeout(WAIT):
+        while not data.endswith(b"PONG sync\n"):
+            chunk = peer.recv(1 << 16)
+            assert chunk, "the server closed the connection"
+            data += chunk
 
 
 def read_all(sock):
@@ -67,8 +83,8 @@ def room():
             peers.append(peer)
         settled(server)
         for peer in peers:
+            sync(peer)  # past the greetings and the others' JOINs
             peer.setblocking(False)
-            read_all(peer)  # greetings and the others' JOINs
         yield server, clients, peers
     finally:
         for peer in peers:
