@@ -576,8 +576,12 @@ def test_lusers_counts_every_nodes_users_servers_and_channels(irc_node, clients,
         xena.send("LUSERS")
         return {msg[1]: msg[2][1:] for msg in xena.sync() if msg[1] in ("251", "254", "255", "265", "266")}
 
-    # Until n2 has written its members to Redis, n1 counts fewer: wait for all three.
-    wait_until(lambda: lusers()["266"][0] == "3")
+    def all_in():
+        got = lusers()
+        return got["266"][0] == "3" and got["254"][0] == "2"
+
+    # Until n2 has written its members and rooms to Redis, n1 counts fewer: wait for them.
+    wait_until(all_in)
     got = lusers()
     assert got["251"] == ["There are 3 users and 0 invisible on 2 servers"]
     assert got["254"][0] == "2"  # lobby (the guest's) and #far (yuri's); xena is in none
